@@ -1,0 +1,113 @@
+"""The command line: a thin click layer over the library. User mistakes print one line and exit 2."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from . import __version__
+from .errors import HarnessError, ValidationError
+
+
+def _fail(exc: HarnessError) -> None:
+    for line in str(exc).splitlines():
+        click.echo(f"error: {line}", err=True)
+    sys.exit(exc.exit_code)
+
+
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ValidationError as exc:
+            _fail(exc)
+        except HarnessError as exc:
+            _fail(exc)
+
+
+@click.group(cls=_Group)
+@click.version_option(__version__, prog_name="harness")
+def cli() -> None:
+    """Compare tuning strategies for pretrained transformers: quality, time and memory, side by side."""
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+@click.option("--check", is_flag=True, help="Exit 1 when any plugin failed, conflicts or defines unknown hooks.")
+def plugins(as_json: bool, check: bool) -> None:
+    """List installed plugins and the components they register."""
+    from .inventory import plugin_inventory, render_inventory
+
+    inventory = plugin_inventory()
+    if as_json:
+        click.echo(json.dumps(inventory, indent=2))
+    else:
+        click.echo(render_inventory(inventory))
+    if check and inventory["problems"]:
+        sys.exit(1)
+
+
+@cli.command()
+@click.argument("suite", type=click.Path(path_type=Path))
+def validate(suite: Path) -> None:
+    """Check a suite file (plugins, keys, types, files) without loading any model."""
+    from .host import PluginHost
+    from .plan import plan
+    from .suite import load_suite
+
+    host = PluginHost.load()
+    loaded = load_suite(suite, host)
+    cells = plan(loaded, host)
+    skipped = sum(1 for c in cells if c.skip_reason)
+    click.echo(
+        f"{suite}: ok — {len(loaded.models)} model(s), {len(loaded.tasks)} task(s), "
+        f"{len(loaded.strategies)} strateg{'y' if len(loaded.strategies) == 1 else 'ies'}, "
+        f"{len(loaded.seeds)} seed(s): {len(cells)} cells ({skipped} skipped as unsupported)"
+    )
+
+
+@cli.command()
+@click.argument("suite", type=click.Path(path_type=Path))
+@click.option("--output", "-o", type=click.Path(path_type=Path), help="Results directory (default results/<suite name>).")
+@click.option("--devices", help="Comma-separated GPU indices to use (e.g. 0,2), or 'cpu'. Default: all visible GPUs, else CPU.")
+@click.option("--jobs", "-j", type=click.IntRange(min=1), default=1, show_default=True, help="Cells run at once on CPU.")
+@click.option("--executor", help="Executor plugin (default: the suite's, else 'local').")
+@click.option("--timeout", "timeout_s", type=click.FloatRange(min=1), help="Per-cell time limit in seconds (overrides budget.timeout_s).")
+@click.option("--rerun", is_flag=True, help="Run every cell again, even those already done.")
+@click.option("--dry-run", is_flag=True, help="Print the plan (to run, done, skipped and why) and exit; loads no model.")
+@click.option("--save-artifacts", is_flag=True, help="Save each cell's trained weights beside its record.")
+def run(suite: Path, **options: Any) -> None:
+    """Run every task × strategy × model × seed cell of SUITE, each in its own process."""
+    from .runner import RunOptions, run_suite
+
+    sys.exit(run_suite(suite, RunOptions(**options)))
+
+
+@cli.command()
+@click.argument("results", type=click.Path(path_type=Path))
+@click.option("--format", "fmt", default="table", show_default=True, help="Reporter: table, markdown, csv, json, or a plugin's.")
+@click.option("--output", "-o", type=click.Path(path_type=Path), help="Write to this file instead of standard output.")
+def report(results: Path, fmt: str, output: Path | None) -> None:
+    """Compare the records in RESULTS: rows are tasks, columns strategies, one table per model."""
+    from .host import PluginHost
+    from .report import load_rows
+
+    host = PluginHost.load()
+    reporter = host.reporter(fmt)
+    text = reporter.render(load_rows(results))
+    if output:
+        output.write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")
+    else:
+        click.echo(text)
+
+
+def main() -> None:
+    cli(prog_name="harness")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,213 @@
+"""Base classes of the components plugins register: tasks, strategies, model sources, executors, reporters.
+
+This module never imports torch: component classes are registered and validated in the parent process (``harness
+plugins``, ``harness validate``, planning), and their heavy methods (``setup``, ``apply``, ``open``) run only inside
+the cell's worker process, importing torch there.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
+
+from .errors import Problem
+from .options import Option
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .budget import Budget
+    from .plan import Cell
+
+#: Model families. Encoders use a task head; decoders and encoder-decoders a text-to-text formulation.
+FAMILIES = ("encoder", "decoder", "encoder-decoder")
+
+
+@dataclass(frozen=True)
+class CheckContext:
+    """What a component's :meth:`Component.check` may consult: the suite file's folder and whether we are offline."""
+
+    base_dir: Path
+    offline: bool
+
+
+class Component:
+    """A named, documented, configurable piece registered by a plugin."""
+
+    #: What kind of component this is; set by each base class.
+    kind: ClassVar[str] = "component"
+    #: The name users write in suite files (``type = "..."``) and on the command line.
+    name: ClassVar[str] = ""
+    #: One line for ``harness plugins``.
+    description: ClassVar[str] = ""
+    #: Declared options; validated before anything runs.
+    options: ClassVar[tuple[Option, ...]] = ()
+
+    def check(self, options: Mapping[str, Any], where: str, ctx: CheckContext) -> list[Problem]:
+        """Cheap checks beyond option types (files readable, ids reachable). Must not import torch."""
+        return []
+
+    def describe(self) -> dict[str, Any]:
+        """What ``harness plugins --json`` shows for this component."""
+        return {"name": self.name, "description": self.description}
+
+
+@dataclass(frozen=True)
+class CellContext:
+    """Everything a component needs to know about the cell it runs in (inside the worker process).
+
+    :param cell: the planned cell (names, options, budget, seed).
+    :param device: ``"cpu"`` or ``"cuda"``; with CUDA the worker sees exactly its pinned GPU(s).
+    :param out_dir: the cell's own folder, for predictions and artefacts.
+    :param progress: call with ``(phase, done, total)`` to update the progress display.
+    """
+
+    cell: Cell
+    device: str
+    out_dir: Path
+    progress: Callable[[str, int, int], None] = field(default=lambda phase, done, total: None)
+
+    @property
+    def seed(self) -> int:
+        return self.cell.seed
+
+    @property
+    def budget(self) -> Budget:
+        return self.cell.budget
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """What a task's evaluation returns: metrics, per-example predictions, and the work done (for throughput)."""
+
+    metrics: Mapping[str, float]
+    predictions: Sequence[Mapping[str, Any]]
+    samples: int
+    tokens: int
+
+
+class LoadedModel(abc.ABC):
+    """A model source opened inside the worker: it builds the tokenizer and the model with a task's head."""
+
+    #: One of :data:`FAMILIES`.
+    family: str = "encoder"
+
+    @abc.abstractmethod
+    def tokenizer(self) -> Any:
+        """Return the tokenizer (a ``transformers`` tokenizer)."""
+
+    @abc.abstractmethod
+    def model(self, auto_class: Any, **kwargs: Any) -> Any:
+        """Build the model through ``auto_class`` (e.g. ``AutoModelForSequenceClassification``) with ``kwargs``
+        such as ``num_labels``; pretrained weights where the source has them."""
+
+
+class TaskRun(abc.ABC):
+    """A task set up for one cell, inside the worker: encoded data, the model with the task's head, scoring."""
+
+    #: Name of the metric used for early stopping and the comparison table.
+    primary_metric: str = ""
+    #: Whether larger values of the primary metric are better.
+    greater_is_better: bool = True
+    #: Parameter-name prefixes of the task head, counted separately from the backbone.
+    head_prefixes: tuple[str, ...] = ()
+
+    @abc.abstractmethod
+    def build_model(self, loaded: LoadedModel) -> Any:
+        """Return the model with the task's head (on CPU; the cell moves it)."""
+
+    @abc.abstractmethod
+    def examples(self, split: str) -> Sequence[Mapping[str, Any]]:
+        """Encoded examples of ``split`` (``train``, ``validation``, ``test``), each with ``input_ids``."""
+
+    @abc.abstractmethod
+    def collate(self, examples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        """Pad a batch to its own longest member (never to a fixed length); return tensors incl. ``labels``."""
+
+    @abc.abstractmethod
+    def evaluate(self, model: Any, split: str, batch_size: int, device: str) -> EvalResult:
+        """Score ``model`` on ``split``; predictions carry ``id``, ``input``, ``prediction``, ``reference``."""
+
+    def length(self, example: Mapping[str, Any]) -> int:
+        """Token length of an encoded example (length-grouped batching and token counts)."""
+        return len(example["input_ids"])
+
+
+class Task(Component):
+    """A task: data, a model head or prompt formulation, and the metrics papers use."""
+
+    kind: ClassVar[str] = "task"
+    #: Model families this task can run with.
+    families: ClassVar[frozenset[str]] = frozenset({"encoder"})
+
+    @abc.abstractmethod
+    def setup(self, options: Mapping[str, Any], ctx: CellContext) -> TaskRun:
+        """Load and encode the data for one cell (in the worker)."""
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "families": sorted(self.families)}
+
+
+class Strategy(Component):
+    """A tuning strategy: what is trained (or not) and how the model is prepared."""
+
+    kind: ClassVar[str] = "strategy"
+    #: False for strategies that only evaluate (zero-/few-shot); the cell then skips training.
+    trains: ClassVar[bool] = True
+    #: Model families the strategy supports.
+    families: ClassVar[frozenset[str]] = frozenset(FAMILIES)
+    #: Budget values this strategy needs by default (e.g. a higher learning rate); the suite overrides them.
+    budget_defaults: ClassVar[Mapping[str, Any]] = {}
+
+    def supports(self, task: Task, family: str) -> str | None:
+        """``None`` when a cell of ``task`` on a ``family`` model can run; otherwise the reason it is skipped."""
+        if family not in self.families:
+            return f"strategy {self.name!r} does not support {family} models"
+        return None
+
+    @abc.abstractmethod
+    def apply(self, model: Any, run: TaskRun, options: Mapping[str, Any], ctx: CellContext) -> Any:
+        """Prepare ``model`` for training (freeze, wrap in adapters, ...) and return the model to train."""
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "families": sorted(self.families), "trains": self.trains}
+
+
+class ModelSource(Component):
+    """Where model weights come from (the hub, a local folder, a random tiny model)."""
+
+    kind: ClassVar[str] = "model source"
+
+    @abc.abstractmethod
+    def family(self, options: Mapping[str, Any], ctx: CheckContext) -> str:
+        """The model family, found cheaply at planning time (from options or a config file, never the weights)."""
+
+    def label(self, options: Mapping[str, Any]) -> str:
+        """A short human-readable identity of the model, for records and tables."""
+        return self.name
+
+    @abc.abstractmethod
+    def open(self, options: Mapping[str, Any], ctx: CellContext) -> LoadedModel:
+        """Open the source inside the worker."""
+
+
+class Executor(Component):
+    """How cells run: local processes, or a cluster engine."""
+
+    kind: ClassVar[str] = "executor"
+
+    @abc.abstractmethod
+    def execute(self, run: Any) -> None:
+        """Run the cells of ``run`` (a :class:`harness.runner.SuiteRun`), each in its own process, reporting each
+        ending through ``run.finished(...)``."""
+
+
+class Reporter(Component):
+    """An output format for ``harness report``."""
+
+    kind: ClassVar[str] = "reporter"
+
+    @abc.abstractmethod
+    def render(self, rows: Sequence[Mapping[str, Any]]) -> str:
+        """Render report rows (the JSON contract of ``harness report --format json``) to text."""

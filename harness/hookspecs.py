@@ -1,0 +1,74 @@
+"""The hook specifications: few hooks, each registering named components whose classes carry the behaviour.
+
+Every hook receives ``register``, a callable taking one component instance. A plugin module implements any subset of
+these hooks with :data:`hookimpl`::
+
+    from harness.hookspecs import hookimpl
+
+    @hookimpl
+    def harness_register_tasks(register):
+        register(MyTask())
+
+All hooks are called once per plugin when the plugin host loads (once per session, and again in each worker
+process); none is ``firstresult``: every implementation runs and results are collected, not returned.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Callable
+
+import pluggy
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .components import Executor, ModelSource, Reporter, Strategy, Task
+
+#: Version of the hook API. A plugin may declare ``HARNESS_API_VERSION = N``; the host refuses plugins with N newer.
+API_VERSION = 1
+
+PROJECT = "harness"
+hookspec = pluggy.HookspecMarker(PROJECT)
+#: The marker plugin authors use on their hook implementations.
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@hookspec
+def harness_register_tasks(register: Callable[[Task], None]) -> None:
+    """Register tasks (data, head or prompt formulation, metrics).
+
+    :param register: call once per :class:`harness.components.Task` instance; its ``name`` is what suites write
+        as ``type``. A name registered by two plugins is reported as a conflict.
+    """
+
+
+@hookspec
+def harness_register_strategies(register: Callable[[Strategy], None]) -> None:
+    """Register tuning strategies (full fine-tuning, adapters, prompt tuning, in-context learning, ...).
+
+    :param register: call once per :class:`harness.components.Strategy` instance.
+    """
+
+
+@hookspec
+def harness_register_model_sources(register: Callable[[ModelSource], None]) -> None:
+    """Register model sources: where weights and tokenizers come from (hub, local folder, tiny random models).
+
+    :param register: call once per :class:`harness.components.ModelSource` instance; suites pick one with
+        ``source = "..."`` in a ``[models.NAME]`` table.
+    """
+
+
+@hookspec
+def harness_register_executors(register: Callable[[Executor], None]) -> None:
+    """Register executors: how cells run (local processes; cluster engines such as Ray or Slurm).
+
+    :param register: call once per :class:`harness.components.Executor` instance; chosen with
+        ``harness run --executor NAME``.
+    """
+
+
+@hookspec
+def harness_register_reporters(register: Callable[[Reporter], None]) -> None:
+    """Register reporters: output formats of ``harness report`` (``--format NAME``).
+
+    :param register: call once per :class:`harness.components.Reporter` instance.
+    """

@@ -1,0 +1,220 @@
+"""The plugin host: a pluggy manager built per session (never at import) from the ``harness`` entry-point group.
+
+Worker processes rebuild their own host the same way, from names, so no plugin object is ever pickled.
+
+Environment variables:
+
+``HARNESS_LOAD_PLUGINS``
+    Comma-separated entry-point names: load only these (an empty value loads none).
+``HARNESS_BLOCK_PLUGINS``
+    Comma-separated entry-point names never to load.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata as metadata
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any, TypeVar
+
+import pluggy
+
+from . import hookspecs
+from .components import Component, Executor, ModelSource, Reporter, Strategy, Task
+from .errors import HarnessError
+from .options import did_you_mean
+
+ENTRY_POINT_GROUP = "harness"
+LOAD_ENV = "HARNESS_LOAD_PLUGINS"
+BLOCK_ENV = "HARNESS_BLOCK_PLUGINS"
+
+#: hook name -> component base class it registers.
+HOOK_KINDS: dict[str, type[Component]] = {
+    "harness_register_tasks": Task,
+    "harness_register_strategies": Strategy,
+    "harness_register_model_sources": ModelSource,
+    "harness_register_executors": Executor,
+    "harness_register_reporters": Reporter,
+}
+
+C = TypeVar("C", bound=Component)
+
+
+@dataclass
+class PluginInfo:
+    """One plugin as ``harness plugins`` shows it."""
+
+    name: str
+    module: str
+    distribution: str | None = None
+    version: str | None = None
+    error: str | None = None
+    components: dict[str, list[str]] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "module": self.module,
+            "distribution": self.distribution,
+            "version": self.version,
+            "error": self.error,
+            "components": self.components,
+        }
+
+
+def _names_from_env(var: str) -> set[str] | None:
+    value = os.environ.get(var)
+    if value is None:
+        return None
+    return {n.strip() for n in value.split(",") if n.strip()}
+
+
+class PluginHost:
+    """Loads plugins, collects the components they register, and answers lookups with helpful errors."""
+
+    def __init__(self) -> None:
+        self.pm = pluggy.PluginManager(hookspecs.PROJECT)
+        self.pm.add_hookspecs(hookspecs)
+        self.plugins: list[PluginInfo] = []
+        #: Conflicts and failures, one line each (shown by ``harness plugins`` and ``--check``).
+        self.problems: list[str] = []
+        self._components: dict[str, dict[str, tuple[Component, str]]] = {
+            cls.kind: {} for cls in HOOK_KINDS.values()
+        }
+        self._conflicts: dict[tuple[str, str], list[str]] = {}
+
+    # -- loading -------------------------------------------------------------------------------------------
+    @classmethod
+    def load(cls, extra: Iterable[tuple[str, ModuleType | object]] = ()) -> PluginHost:
+        """Build a host from the entry points (filtered by the environment variables) plus ``extra`` plugins
+        given as ``(name, module_or_object)`` (used by tests and the plugin-author fixture)."""
+        host = cls()
+        allow, block = _names_from_env(LOAD_ENV), _names_from_env(BLOCK_ENV) or set()
+        seen: dict[str, str] = {}
+        for ep in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+            dist = getattr(ep, "dist", None)
+            dist_name = dist.metadata["Name"] if dist is not None else None
+            if (allow is not None and ep.name not in allow) or ep.name in block:
+                continue
+            name = ep.name
+            if name in seen:
+                host.problems.append(
+                    f"entry point {name!r} is declared twice: by {seen[name]} and by {dist_name or ep.value}; "
+                    f"the second is loaded as {name + '@' + str(dist_name)!r}"
+                )
+                name = f"{name}@{dist_name}"
+            seen[name] = dist_name or ep.value
+            info = PluginInfo(name, ep.value, dist_name, dist.version if dist is not None else None)
+            try:
+                obj = ep.load()
+            except Exception as exc:  # a broken third-party plugin must not take the others down
+                info.error = f"{type(exc).__name__}: {exc}"
+                host.problems.append(f"plugin {name!r} failed to import: {info.error}")
+                host.plugins.append(info)
+                continue
+            host._add(info, obj)
+        for name, obj in extra:
+            host._add(PluginInfo(name, getattr(obj, "__name__", repr(obj))), obj)
+        return host
+
+    def _add(self, info: PluginInfo, obj: Any) -> None:
+        self.plugins.append(info)
+        declared = getattr(obj, "HARNESS_API_VERSION", hookspecs.API_VERSION)
+        if declared > hookspecs.API_VERSION:
+            info.error = (
+                f"needs harness hook API {declared}, this harness provides {hookspecs.API_VERSION}; "
+                "upgrade harness"
+            )
+            self.problems.append(f"plugin {info.name!r} refused: {info.error}")
+            return
+        unknown = [a for a in dir(obj) if a.startswith("harness_") and a not in HOOK_KINDS]
+        for attr in unknown:
+            self.problems.append(
+                f"plugin {info.name!r} defines {attr!r}, which is not a harness hook"
+                f"{did_you_mean(attr, list(HOOK_KINDS))}"
+            )
+        try:
+            self.pm.register(obj, name=info.name)
+        except Exception as exc:
+            info.error = f"{type(exc).__name__}: {exc}"
+            self.problems.append(f"plugin {info.name!r} failed to register: {info.error}")
+            return
+        pending: list[tuple[str, Component]] = []
+        for hook_name, base in HOOK_KINDS.items():
+            for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
+                if impl.plugin_name != info.name:
+                    continue
+
+                def register(component: Component, _base: type[Component] = base, _hook: str = hook_name) -> None:
+                    if not isinstance(component, _base):
+                        raise TypeError(f"{_hook} registered {component!r}, expected a {_base.__name__} instance")
+                    pending.append((_base.kind, component))
+
+                try:
+                    impl.function(register=register)
+                except Exception as exc:
+                    info.error = f"{type(exc).__name__} in {hook_name}: {exc}"
+                    self.problems.append(f"plugin {info.name!r} failed to register: {info.error}")
+                    self.pm.unregister(name=info.name)
+                    return
+        for kind, component in pending:
+            self._remember(info, kind, component)
+
+    def _remember(self, info: PluginInfo, kind: str, component: Component) -> None:
+        table = self._components[kind]
+        info.components.setdefault(kind, []).append(component.name)
+        if component.name in table:
+            owner = table[component.name][1]
+            self._conflicts.setdefault((kind, component.name), [owner]).append(info.name)
+            self.problems.append(
+                f"{kind} {component.name!r} is registered by plugin {owner!r} and by plugin {info.name!r}; "
+                f"suites naming it are refused until one is blocked ({BLOCK_ENV})"
+            )
+            return
+        table[component.name] = (component, info.name)
+
+    # -- lookups -------------------------------------------------------------------------------------------
+    def names(self, kind: str) -> list[str]:
+        return sorted(self._components[kind])
+
+    def components(self, kind: str) -> list[tuple[Component, str]]:
+        """``(component, plugin name)`` pairs of one kind, sorted by name."""
+        table = self._components[kind]
+        return [table[n] for n in sorted(table)]
+
+    def lookup_problem(self, kind: str, name: str) -> str | None:
+        """Why ``name`` cannot be used as a ``kind``, or ``None`` when it can."""
+        if (kind, name) in self._conflicts:
+            owners = " and ".join(repr(o) for o in self._conflicts[(kind, name)])
+            return f"{kind} {name!r} is registered by plugins {owners}; block one with {BLOCK_ENV}"
+        if name not in self._components[kind]:
+            available = ", ".join(self.names(kind)) or "none installed"
+            return f"unknown {kind} {name!r}{did_you_mean(name, self.names(kind))}; available: {available}"
+        return None
+
+    def get(self, kind: str, name: str) -> Component:
+        problem = self.lookup_problem(kind, name)
+        if problem:
+            raise HarnessError(problem)
+        return self._components[kind][name][0]
+
+    def task(self, name: str) -> Task:
+        return self.get(Task.kind, name)  # type: ignore[return-value]
+
+    def strategy(self, name: str) -> Strategy:
+        return self.get(Strategy.kind, name)  # type: ignore[return-value]
+
+    def model_source(self, name: str) -> ModelSource:
+        return self.get(ModelSource.kind, name)  # type: ignore[return-value]
+
+    def executor(self, name: str) -> Executor:
+        return self.get(Executor.kind, name)  # type: ignore[return-value]
+
+    def reporter(self, name: str) -> Reporter:
+        return self.get(Reporter.kind, name)  # type: ignore[return-value]
+
+    def versions(self) -> dict[str, str | None]:
+        """Plugin name -> distribution version, for the environment record."""
+        return {p.name: p.version for p in self.plugins if p.error is None}

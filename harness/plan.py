@@ -1,0 +1,167 @@
+"""Expanding a suite into cells: task × strategy × model × seed, with exclusions and skip reasons."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+from typing import Any
+
+from .budget import BUDGET_DEFAULTS, Budget
+from .errors import HarnessError
+from .host import PluginHost
+from .suite import Declared, Suite
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One planned run: a task, a strategy, a model and a seed, with everything resolved.
+
+    ``key`` hashes the full resolved configuration: changing any option changes the key, so only affected cells
+    rerun; the harness version and plugin versions are recorded but not hashed.
+    """
+
+    suite: str
+    task: str
+    task_type: str
+    task_options: Mapping[str, Any]
+    strategy: str
+    strategy_type: str
+    strategy_options: Mapping[str, Any]
+    model: str
+    model_source: str
+    model_options: Mapping[str, Any]
+    model_family: str
+    seed: int
+    budget: Budget
+    trust_remote_code: bool = False
+    skip_reason: str | None = None
+
+    @property
+    def cell_id(self) -> str:
+        """Readable identity, unique within a suite: ``task--strategy--model--seedN``."""
+        return _safe(f"{self.task}--{self.strategy}--{self.model}--seed{self.seed}")
+
+    def config(self) -> dict[str, Any]:
+        """The resolved cell configuration (what the key hashes; the ``config`` of the report contract)."""
+        return {
+            "task": {"name": self.task, "type": self.task_type, "options": dict(self.task_options)},
+            "strategy": {"name": self.strategy, "type": self.strategy_type, "options": dict(self.strategy_options)},
+            "model": {
+                "name": self.model,
+                "source": self.model_source,
+                "family": self.model_family,
+                "options": dict(self.model_options),
+                "trust_remote_code": self.trust_remote_code,
+            },
+            "budget": self.budget.to_dict(),
+            "seed": self.seed,
+        }
+
+    @property
+    def key(self) -> str:
+        blob = json.dumps(self.config(), sort_keys=True, separators=(",", ":"), default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    @property
+    def dirname(self) -> str:
+        return f"{self.cell_id}--{self.key[:8]}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"suite": self.suite, "skip_reason": self.skip_reason, **self.config()}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Cell:
+        task, strategy, model = data["task"], data["strategy"], data["model"]
+        return cls(
+            suite=data["suite"],
+            task=task["name"],
+            task_type=task["type"],
+            task_options=task["options"],
+            strategy=strategy["name"],
+            strategy_type=strategy["type"],
+            strategy_options=strategy["options"],
+            model=model["name"],
+            model_source=model["source"],
+            model_options=model["options"],
+            model_family=model["family"],
+            trust_remote_code=model.get("trust_remote_code", False),
+            seed=data["seed"],
+            budget=Budget.from_dict(data["budget"]),
+            skip_reason=data.get("skip_reason"),
+        )
+
+
+def _safe(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._=+-]+", "_", text)
+
+
+def _excluded(rules: tuple[Mapping[str, Any], ...], task: str, strategy: str, model: str, seed: int) -> bool:
+    values = {"task": task, "strategy": strategy, "model": model}
+    for rule in rules:
+        matched = True
+        for key, pattern in rule.items():
+            if key == "seed":
+                seeds = pattern if isinstance(pattern, list) else [pattern]
+                matched = matched and seed in seeds
+            else:
+                patterns = pattern if isinstance(pattern, list) else [pattern]
+                matched = matched and any(fnmatchcase(values[key], p) for p in patterns)
+        if matched:
+            return True
+    return False
+
+
+def resolve_budget(suite: Suite, strategy_defaults: Mapping[str, Any], *layers: Declared) -> Budget:
+    """Layer budget values: defaults, the strategy plugin's defaults, the suite, then model, task, strategy."""
+    merged: dict[str, Any] = dict(BUDGET_DEFAULTS)
+    merged.update(strategy_defaults)
+    merged.update(suite.budget)
+    for layer in layers:
+        merged.update(layer.budget)
+    return Budget.from_dict(merged)
+
+
+def plan(suite: Suite, host: PluginHost) -> list[Cell]:
+    """All cells of the suite, in a stable order (model, task, strategy, seed); unsupported ones carry a reason."""
+    cells: list[Cell] = []
+    for model in suite.models:
+        family = suite.families[model.name]
+        for task_decl in suite.tasks:
+            task = host.task(task_decl.plugin)
+            for strategy_decl in suite.strategies:
+                strategy = host.strategy(strategy_decl.plugin)
+                reason = None
+                if family not in task.families:
+                    reason = f"task {task.name!r} does not support {family} models (supports: {', '.join(sorted(task.families))})"
+                else:
+                    reason = strategy.supports(task, family)
+                budget = resolve_budget(suite, strategy.budget_defaults, model, task_decl, strategy_decl)
+                for seed in suite.seeds:
+                    if _excluded(suite.exclude, task_decl.name, strategy_decl.name, model.name, seed):
+                        continue
+                    cells.append(
+                        Cell(
+                            suite=suite.name,
+                            task=task_decl.name,
+                            task_type=task_decl.plugin,
+                            task_options=dict(task_decl.options),
+                            strategy=strategy_decl.name,
+                            strategy_type=strategy_decl.plugin,
+                            strategy_options=dict(strategy_decl.options),
+                            model=model.name,
+                            model_source=model.plugin,
+                            model_options=dict(model.options),
+                            model_family=family,
+                            seed=seed,
+                            budget=budget,
+                            trust_remote_code=suite.trust_remote_code,
+                            skip_reason=reason,
+                        )
+                    )
+    if not cells:
+        raise HarnessError(f"{suite.path}: the suite expands to no cells (every combination is excluded)")
+    return cells

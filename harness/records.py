@@ -1,0 +1,157 @@
+"""Records: one per cell, frozen dataclasses with a schema version, written atomically.
+
+Schema (version 1) — the JSON of :meth:`Record.to_json`, also what ``harness report --format json`` prints per
+cell: ``schema_version, key, suite, cell_id, task, strategy, model, seed, status (ok|failed|skipped), error,
+metrics {name: number}, primary_metric, params {total, trainable, trainable_pct, head}, timing {load_s, train_s,
+eval_s, total_s, train_samples_per_s, train_tokens_per_s, eval_samples_per_s, eval_tokens_per_s, step_s_median,
+step_s_p90, step_s_mean, step_s_stdev, step_count, warmup_steps_excluded, step_clock}, memory {peak_rss_bytes,
+gpu_peak_allocated_bytes, gpu_peak_reserved_bytes, gpu_start_allocated_bytes}, training {steps, epochs, samples,
+tokens, early_stopped, best_epoch, validation, loss_first, loss_last}, config, env, started_at, finished_at, log,
+predictions``. Sizes are bytes, times seconds; GPU fields are null without a GPU.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 1
+STATUSES = ("ok", "failed", "skipped")
+
+
+@dataclass(frozen=True)
+class Params:
+    total: int | None = None
+    trainable: int | None = None
+    trainable_pct: float | None = None
+    head: int | None = None
+
+
+@dataclass(frozen=True)
+class Timing:
+    load_s: float | None = None
+    train_s: float | None = None
+    eval_s: float | None = None
+    total_s: float | None = None
+    train_samples_per_s: float | None = None
+    train_tokens_per_s: float | None = None
+    eval_samples_per_s: float | None = None
+    eval_tokens_per_s: float | None = None
+    step_s_median: float | None = None
+    step_s_p90: float | None = None
+    step_s_mean: float | None = None
+    step_s_stdev: float | None = None
+    step_count: int | None = None
+    warmup_steps_excluded: int | None = None
+    #: ``cuda_events`` or ``host_clock``: how step times were taken.
+    step_clock: str | None = None
+
+
+@dataclass(frozen=True)
+class Memory:
+    peak_rss_bytes: int | None = None
+    gpu_peak_allocated_bytes: int | None = None
+    gpu_peak_reserved_bytes: int | None = None
+    #: Memory already allocated on the GPU when the cell started (non-zero flags a GPU that was not clean).
+    gpu_start_allocated_bytes: int | None = None
+
+
+@dataclass(frozen=True)
+class Training:
+    steps: int = 0
+    epochs: float = 0.0
+    samples: int = 0
+    tokens: int = 0
+    early_stopped: bool = False
+    best_epoch: int | None = None
+    #: Primary validation metric after each epoch (when early stopping evaluates).
+    validation: tuple[float, ...] = ()
+    loss_first: float | None = None
+    loss_last: float | None = None
+
+
+def _build(cls: type, data: Mapping[str, Any] | None) -> Any:
+    data = data or {}
+    names = {f.name for f in fields(cls)}
+    values = {k: v for k, v in data.items() if k in names}
+    if cls is Training and "validation" in values:
+        values["validation"] = tuple(values["validation"])
+    return cls(**values)
+
+
+@dataclass(frozen=True)
+class Record:
+    """The outcome of one cell."""
+
+    key: str
+    suite: str
+    cell_id: str
+    task: str
+    strategy: str
+    model: str
+    seed: int
+    status: str
+    error: str | None = None
+    metrics: Mapping[str, float] = field(default_factory=dict)
+    primary_metric: str | None = None
+    params: Params = field(default_factory=Params)
+    timing: Timing = field(default_factory=Timing)
+    memory: Memory = field(default_factory=Memory)
+    training: Training = field(default_factory=Training)
+    config: Mapping[str, Any] = field(default_factory=dict)
+    env: Mapping[str, Any] = field(default_factory=dict)
+    started_at: str | None = None
+    finished_at: str | None = None
+    log: str | None = None
+    predictions: str | None = None
+    schema_version: int = SCHEMA_VERSION
+
+    def __post_init__(self) -> None:
+        if self.status not in STATUSES:
+            raise ValueError(f"status must be one of {STATUSES}, got {self.status!r}")
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["training"]["validation"] = list(self.training.validation)
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Record:
+        if data.get("schema_version", 0) > SCHEMA_VERSION:
+            raise ValueError(f"record schema {data.get('schema_version')} is newer than this harness ({SCHEMA_VERSION})")
+        names = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in names}
+        values["params"] = _build(Params, data.get("params"))
+        values["timing"] = _build(Timing, data.get("timing"))
+        values["memory"] = _build(Memory, data.get("memory"))
+        values["training"] = _build(Training, data.get("training"))
+        return cls(**values)
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON so that readers see the old file or the whole new one, never a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=2, sort_keys=False, default=str)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def read_record(path: Path) -> Record:
+    with open(path, encoding="utf-8") as fh:
+        return Record.from_json(json.load(fh))

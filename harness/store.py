@@ -1,0 +1,116 @@
+"""The results directory: one folder per cell with its record, log and predictions; the plan; per-cell locks.
+
+Layout::
+
+    results/<suite>/plan.json                      the latest plan (cells, keys, skip reasons)
+    results/<suite>/cells/<cell_id>--<key8>/
+        record.json                                written atomically when the cell ends
+        cell.log                                   the cell process's stdout and stderr
+        predictions.jsonl                          per-example predictions (from the task)
+        .lock                                      held while a run executes the cell
+
+Two runs on one directory never run the same cell twice at once (the second sees the lock and leaves the cell to
+the first), and never corrupt a record (atomic replace).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+
+from .errors import HarnessError
+from .plan import Cell
+from .records import Record, read_record, write_json_atomic
+
+RECORD = "record.json"
+LOG = "cell.log"
+PREDICTIONS = "predictions.jsonl"
+PLAN = "plan.json"
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+class ResultStore:
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    def ensure_writable(self) -> None:
+        """Fail early with one line when the output directory cannot be written."""
+        try:
+            (self.root / "cells").mkdir(parents=True, exist_ok=True)
+            probe = self.root / f".write-test-{os.getpid()}"
+            probe.write_text("")
+            probe.unlink()
+        except OSError as exc:
+            raise HarnessError(f"{self.root}: output directory is not writable ({exc.strerror or exc})") from None
+
+    def cell_dir(self, cell: Cell) -> Path:
+        return self.root / "cells" / cell.dirname
+
+    def record_path(self, cell: Cell) -> Path:
+        return self.cell_dir(cell) / RECORD
+
+    def load(self, cell: Cell) -> Record | None:
+        path = self.record_path(cell)
+        try:
+            record = read_record(path)
+        except (FileNotFoundError, ValueError, KeyError, TypeError):
+            return None
+        return record if record.key == cell.key else None
+
+    def is_done(self, cell: Cell) -> bool:
+        """Done means finished with status ``ok``; failed cells are retried by the next run."""
+        record = self.load(cell)
+        return record is not None and record.status == "ok"
+
+    def write(self, cell: Cell, record: Record) -> Path:
+        path = self.record_path(cell)
+        write_json_atomic(path, record.to_json())
+        return path
+
+    def write_plan(self, cells: list[Cell], suite_path: str, suite_sha256: str) -> None:
+        write_json_atomic(
+            self.root / PLAN,
+            {
+                "suite": cells[0].suite if cells else None,
+                "suite_path": suite_path,
+                "suite_sha256": suite_sha256,
+                "written_at": now(),
+                "cells": [{"key": c.key, "dir": c.dirname, **c.to_json()} for c in cells],
+            },
+        )
+
+    @contextmanager
+    def lock(self, cell: Cell) -> Iterator[bool]:
+        """Try to take the cell's lock without waiting; yields whether this process holds it."""
+        directory = self.cell_dir(cell)
+        directory.mkdir(parents=True, exist_ok=True)
+        fh = open(directory / ".lock", "a+")
+        try:
+            try:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            try:
+                yield True
+            finally:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+        finally:
+            fh.close()
+
+    def records(self) -> list[Record]:
+        """Every readable record under the directory."""
+        out = []
+        for path in sorted((self.root / "cells").glob(f"*/{RECORD}")):
+            try:
+                out.append(read_record(path))
+            except (ValueError, KeyError, TypeError, OSError):
+                continue
+        return out
