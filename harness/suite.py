@@ -47,6 +47,8 @@ class Declared:
     options: Mapping[str, Any]
     budget: Mapping[str, Any]
     where: str
+    #: False when its options had problems (then nothing derived from them is computed).
+    valid: bool = True
 
 
 @dataclass(frozen=True)
@@ -148,7 +150,7 @@ def load_suite(path: str | Path, host: PluginHost) -> Suite:
     budget, found = _check_budget(table("budget", data.get("budget", {})), "budget", ctx, defaults=False)
     problems += found
 
-    if "executor" in suite_opts and suite_opts["executor"] is not None:
+    if "executor" in data.get("suite", {}) and isinstance(suite_opts.get("executor"), str):
         reason = host.lookup_problem("executor", suite_opts["executor"])
         if reason:
             problems.append(Problem("suite.executor", reason))
@@ -156,10 +158,9 @@ def load_suite(path: str | Path, host: PluginHost) -> Suite:
     families: dict[str, str] = {}
     models = _declare(data, "models", "source", "model source", host, ctx, problems, default_plugin="hub")
     for decl in models:
-        if host.lookup_problem("model source", decl.plugin) is None:
-            source = host.model_source(decl.plugin)
+        if decl.valid:
             try:
-                families[decl.name] = source.family(decl.options, ctx)
+                families[decl.name] = host.model_source(decl.plugin).family(decl.options, ctx)
             except HarnessError as exc:
                 problems.append(Problem(decl.where, str(exc)))
     tasks = _declare(data, "tasks", "type", "task", host, ctx, problems)
@@ -249,6 +250,7 @@ def _declare(
         reason = host.lookup_problem(kind, plugin)
         if reason:
             problems.append(Problem(f"{where}.{plugin_key}" if plugin_key in body else where, reason))
+            declared.append(Declared(name, plugin, {}, {}, where, valid=False))
             continue
         component = host.get(kind, plugin)
         options, option_problems = check_options(component.options, body, where, ctx.base_dir, ignore=(plugin_key, "budget"))
@@ -261,5 +263,5 @@ def _declare(
             overrides = {}
         budget, found = _check_budget(overrides, f"{where}.budget", ctx, defaults=False)
         problems += found
-        declared.append(Declared(name, plugin, options, budget, where))
+        declared.append(Declared(name, plugin, options, budget, where, valid=not option_problems))
     return declared
