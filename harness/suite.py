@@ -255,13 +255,13 @@ def _declare(
         component = host.get(kind, plugin)
         options, option_problems = check_options(component.options, body, where, ctx.base_dir, ignore=(plugin_key, "budget"))
         problems += option_problems
-        if not option_problems:
-            problems += component.check(options, where, ctx)
+        check_problems = component.check(options, where, ctx) if not option_problems else []
+        problems += check_problems
         overrides = body.get("budget", {})
         if not isinstance(overrides, Mapping):
             problems.append(Problem(f"{where}.budget", f"expected a table, got {type(overrides).__name__}"))
             overrides = {}
         budget, found = _check_budget(overrides, f"{where}.budget", ctx, defaults=False)
         problems += found
-        declared.append(Declared(name, plugin, options, budget, where, valid=not option_problems))
+        declared.append(Declared(name, plugin, options, budget, where, valid=not (option_problems or check_problems)))
     return declared

@@ -1,0 +1,368 @@
+"""Reading classification data into plain examples (no torch): CSV, TSV, JSONL, or a text file with a label file.
+
+Every cell of a suite sees the same data: carving a validation or test split out of train and capping splits with
+the budget (``max_train_examples``, ``eval_size``) use ``data_seed`` only, never the cell seed, so strategies and seeds
+are compared on identical examples. Caps draw a uniform random sample without replacement (not stratified) and keep
+the examples in file order.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import json
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from harness.errors import HarnessError, Problem
+
+FORMATS = ("auto", "csv", "tsv", "jsonl", "text-files")
+SPLITS = ("train", "validation", "test")
+_EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".txt": "text-files"}
+
+
+@dataclass(frozen=True)
+class Example:
+    """One labelled text (or sentence pair). ``id`` is ``<file split>-<row index in that file>``."""
+
+    id: str
+    text: str
+    label: str
+    text_pair: str | None = None
+
+
+@dataclass(frozen=True)
+class Splits:
+    """The loaded splits and the label set, in label-id order."""
+
+    train: tuple[Example, ...]
+    validation: tuple[Example, ...]
+    test: tuple[Example, ...]
+    labels: tuple[str, ...]
+
+    def __getitem__(self, split: str) -> tuple[Example, ...]:
+        if split not in SPLITS:
+            raise KeyError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
+        return getattr(self, split)
+
+
+class _Row(NamedTuple):
+    text: str
+    text_pair: str | None
+    label: str
+    place: str  # "file:line" where the label was read
+
+
+def detect_format(path: str | Path, fmt: str = "auto") -> str:
+    """The file format: ``fmt`` unless it is ``"auto"``, then from the file extension."""
+    if fmt != "auto":
+        return fmt
+    found = _EXTENSIONS.get(Path(path).suffix.lower())
+    if found is None:
+        known = ", ".join(f"{ext} ({name})" for ext, name in _EXTENSIONS.items())
+        raise HarnessError(f"{path}: cannot tell the format from the extension (known: {known}); set format")
+    return found
+
+
+def _decode(path: Path, encoding: str, data: bytes | None = None) -> str:
+    raw = path.read_bytes() if data is None else data
+    try:
+        text = raw.decode(encoding)
+        return text[1:] if text.startswith("\ufeff") else text
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise HarnessError(
+            f"{path}:{line}: cannot decode byte 0x{raw[exc.start]:02x} with encoding {encoding!r}; "
+            'set encoding to the file\'s encoding (e.g. "latin-1")'
+        ) from None
+    except LookupError:
+        raise HarnessError(f"{path}: unknown encoding {encoding!r}") from None
+
+
+def _lines(text: str) -> list[str]:
+    """Split on newlines only (tweets may contain other Unicode line separators), without line endings."""
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [line[:-1] if line.endswith("\r") else line for line in lines]
+
+
+def count_lines(path: str | Path) -> int:
+    """Number of lines as the loaders count them (a final line without a newline counts)."""
+    raw = Path(path).read_bytes()
+    return raw.count(b"\n") + (1 if raw and not raw.endswith(b"\n") else 0)
+
+
+def read_label_map(path: str | Path, encoding: str = "utf-8") -> dict[str, str]:
+    """Read ``id<TAB>name`` lines, or one name per line (ids 0, 1, ...); return id -> name in file order."""
+    path = Path(path)
+    lines = [(n, line.strip()) for n, line in enumerate(_lines(_decode(path, encoding)), start=1) if line.strip()]
+    if not lines:
+        raise HarnessError(f"{path}: the label map is empty")
+    tabbed = ["\t" in line for _, line in lines]
+    if any(tabbed) and not all(tabbed):
+        n = lines[tabbed.index(False) if tabbed[0] else tabbed.index(True)][0]
+        raise HarnessError(f"{path}:{n}: mixes `id<TAB>name` lines and plain names; use one form")
+    mapping: dict[str, str] = {}
+    for index, (n, line) in enumerate(lines):
+        key, name = (part.strip() for part in line.split("\t", 1)) if all(tabbed) else (str(index), line)
+        if not key or not name:
+            raise HarnessError(f"{path}:{n}: expected `id<TAB>name`, got {line!r}")
+        if key in mapping or name in mapping.values():
+            raise HarnessError(f"{path}:{n}: duplicate label id or name in {line!r}")
+        mapping[key] = name
+    return mapping
+
+
+def _delimited(path: Path, delimiter: str, encoding: str, columns: Sequence[str]) -> list[tuple[int, dict[str, str]]]:
+    reader = csv.DictReader(io.StringIO(_decode(path, encoding), newline=""), delimiter=delimiter)
+    header = reader.fieldnames or []
+    for column in columns:
+        if column not in header:
+            raise HarnessError(f"{path}:1: no column {column!r} in the header (columns: {', '.join(header)})")
+    rows = []
+    try:
+        for record in reader:
+            for column in columns:
+                if record.get(column) is None:
+                    raise HarnessError(f"{path}:{reader.line_num}: missing value for column {column!r}")
+            rows.append((reader.line_num, record))
+    except csv.Error as exc:
+        raise HarnessError(
+            f"{path}:{reader.line_num}: malformed {'TSV' if delimiter == chr(9) else 'CSV'}: {exc}"
+        ) from None
+    return rows
+
+
+def _jsonl(path: Path, encoding: str, columns: Sequence[str]) -> list[tuple[int, dict[str, str]]]:
+    rows = []
+    for n, line in enumerate(_lines(_decode(path, encoding)), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise HarnessError(f"{path}:{n}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+        if not isinstance(record, dict):
+            raise HarnessError(f"{path}:{n}: expected a JSON object, got {type(record).__name__}")
+        values = {}
+        for column in columns:
+            if column not in record:
+                raise HarnessError(f"{path}:{n}: missing key {column!r} (keys: {', '.join(record)})")
+            value = record[column]
+            if isinstance(value, bool) or not isinstance(value, (str, int)):
+                raise HarnessError(f"{path}:{n}: key {column!r} must be a string or an integer, got {value!r}")
+            values[column] = str(value)
+        rows.append((n, values))
+    return rows
+
+
+def _read_file(options: Mapping[str, Any], split: str) -> tuple[Path, list[_Row]]:
+    path = Path(options[split])
+    fmt = detect_format(path, options["format"])
+    encoding = options["encoding"]
+    if fmt == "text-files":
+        labels_option = options.get(f"{split}_labels")
+        if not labels_option:
+            raise HarnessError(f"{path}: format text-files needs {split}_labels (one label per line)")
+        labels_path = Path(labels_option)
+        texts, labels = _lines(_decode(path, encoding)), _lines(_decode(labels_path, encoding))
+        if len(texts) != len(labels):
+            raise HarnessError(
+                f"{path} has {len(texts)} lines but {labels_path} has {len(labels)}; they must match line by line"
+            )
+        rows = [
+            _Row(t, None, lab.strip(), f"{labels_path}:{n}")
+            for n, (t, lab) in enumerate(zip(texts, labels, strict=True), 1)
+        ]
+    else:
+        text_col, pair_col, label_col = options["text_column"], options.get("text_pair_column"), options["label_column"]
+        columns = [text_col, label_col] + ([pair_col] if pair_col else [])
+        records = (
+            _jsonl(path, encoding, columns)
+            if fmt == "jsonl"
+            else _delimited(path, "\t" if fmt == "tsv" else ",", encoding, columns)
+        )
+        rows = [
+            _Row(r[text_col], r[pair_col] if pair_col else None, r[label_col].strip(), f"{path}:{n}")
+            for n, r in records
+        ]
+    if not rows:
+        raise HarnessError(f"{path}: no examples (the {split} split is empty)")
+    for row in rows:
+        if not row.label:
+            raise HarnessError(f"{row.place}: empty label")
+    return path, rows
+
+
+def _natural(labels: set[str]) -> list[str]:
+    return sorted(labels, key=lambda s: (0, int(s), "") if s.lstrip("-").isdigit() else (1, 0, s))
+
+
+def _seeded_indices(n: int, k: int, data_seed: int, purpose: str) -> list[int]:
+    """``k`` of ``range(n)`` drawn with a generator seeded by ``data_seed`` and ``purpose`` (never the cell seed)."""
+    return sorted(random.Random(f"harness:{purpose}:{data_seed}").sample(range(n), k))
+
+
+def subsample(examples: Sequence[Example], cap: int | None, data_seed: int, split: str) -> tuple[Example, ...]:
+    """At most ``cap`` examples: a seeded uniform sample without replacement, kept in their original order."""
+    if cap is None or len(examples) <= cap:
+        return tuple(examples)
+    return tuple(examples[i] for i in _seeded_indices(len(examples), cap, data_seed, f"subsample-{split}"))
+
+
+def load_splits(
+    options: Mapping[str, Any], max_train_examples: int | None = None, eval_size: int | None = None
+) -> Splits:
+    """Load train, validation and test as the task's (resolved) options describe, carve missing splits from train,
+    check every label against the label set, and apply the caps. Raises :class:`HarnessError` naming file and line."""
+    data_seed = options["data_seed"]
+    label_map = read_label_map(options["label_map"], options["encoding"]) if options.get("label_map") else None
+    loaded: dict[str, tuple[Path, list[_Row]]] = {s: _read_file(options, s) for s in SPLITS if options.get(s)}
+
+    def name_of(row: _Row) -> str:
+        if label_map is None or row.label in label_map.values():
+            return row.label
+        if row.label in label_map:
+            return label_map[row.label]
+        raise HarnessError(
+            f"{row.place}: label {row.label!r} is neither an id nor a name in the label map {options['label_map']}"
+        )
+
+    named = {split: [name_of(row) for row in rows] for split, (_, rows) in loaded.items()}
+    if options.get("labels"):
+        labels, source = tuple(options["labels"]), "the labels option"
+    elif label_map is not None:
+        labels, source = tuple(label_map.values()), f"the label map {options['label_map']}"
+    else:
+        labels, source = tuple(_natural(set(named["train"]))), f"the labels found in {loaded['train'][0]}"
+    known = set(labels)
+    examples: dict[str, list[Example]] = {}
+    for split, (_, rows) in loaded.items():
+        for row, name in zip(rows, named[split], strict=True):
+            if name not in known:
+                raise HarnessError(f"{row.place}: label {name!r} is not in {source} ({', '.join(labels)})")
+        examples[split] = [
+            Example(f"{split}-{i}", row.text, name, row.text_pair)
+            for i, (row, name) in enumerate(zip(rows, named[split], strict=True))
+        ]
+
+    train = examples["train"]
+    carve = {s: options[f"{s}_fraction"] for s in ("test", "validation") if s not in examples}
+    if carve:
+        order = random.Random(f"harness:carve:{data_seed}").sample(range(len(train)), len(train))
+        start = 0
+        for split, fraction in carve.items():
+            size = max(1, round(fraction * len(train)))
+            examples[split] = [train[i] for i in sorted(order[start : start + size])]
+            start += size
+        if start >= len(train):
+            raise HarnessError(
+                f"{loaded['train'][0]}: {len(train)} examples are too few to carve "
+                f"{' and '.join(carve)} splits from; give those files or more training data"
+            )
+        kept = set(order[start:])
+        train = [e for i, e in enumerate(train) if i in kept]
+    return Splits(
+        train=subsample(train, max_train_examples, data_seed, "train"),
+        validation=subsample(examples["validation"], eval_size, data_seed, "validation"),
+        test=subsample(examples["test"], eval_size, data_seed, "test"),
+        labels=labels,
+    )
+
+
+def _header_problems(options: Mapping[str, Any], where: str, split: str, fmt: str) -> list[Problem]:
+    """Check the first line of a CSV/TSV/JSONL file for the configured columns, without reading the rest."""
+    path, encoding = Path(options[split]), options["encoding"]
+    with path.open("rb") as handle:
+        first = b""
+        for first in handle:
+            if first.strip():
+                break
+    try:
+        line = _decode(path, encoding, first)
+    except HarnessError as exc:
+        return [Problem(f"{where}.encoding", str(exc))]
+    if fmt == "jsonl":
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            return [Problem(f"{where}.{split}", f"{path}:1: not valid JSON ({exc.msg})")]
+        if not isinstance(record, dict):
+            return [Problem(f"{where}.{split}", f"{path}:1: expected a JSON object per line")]
+        found, what = list(record), "keys"
+    else:
+        found, what = next(csv.reader([line.rstrip("\r\n")], delimiter="\t" if fmt == "tsv" else ",")), "columns"
+    problems = []
+    for key in ("text_column", "text_pair_column", "label_column"):
+        column = options.get(key)
+        if column and column not in found:
+            problems.append(
+                Problem(
+                    f"{where}.{key}",
+                    f"{path}: no {what[:-1]} {column!r} in the first line ({what}: {', '.join(found)})",
+                )
+            )
+    return problems
+
+
+def check_files(options: Mapping[str, Any], where: str) -> list[Problem]:
+    """Cheap checks at validate time: formats, headers or first JSONL lines, label-file line counts, label map."""
+    problems: list[Problem] = []
+    try:
+        codecs.lookup(options["encoding"])
+    except LookupError:
+        return [Problem(f"{where}.encoding", f"unknown encoding {options['encoding']!r}")]
+    carved = [s for s in ("validation", "test") if not options.get(s)]
+    for split in carved:
+        if not 0 < options[f"{split}_fraction"] < 1:
+            problems.append(Problem(f"{where}.{split}_fraction", "must be between 0 and 1 (exclusive)"))
+    if len(carved) == 2 and options["validation_fraction"] + options["test_fraction"] >= 1:
+        problems.append(Problem(f"{where}.test_fraction", "validation_fraction + test_fraction must be below 1"))
+    labels = options.get("labels")
+    if labels is not None and (not labels or len(set(labels)) != len(labels)):
+        problems.append(Problem(f"{where}.labels", "expected a non-empty list of distinct label names"))
+    if options.get("label_map"):
+        try:
+            read_label_map(options["label_map"], options["encoding"])
+        except HarnessError as exc:
+            problems.append(Problem(f"{where}.label_map", str(exc)))
+    for split in SPLITS:
+        labels_key = f"{split}_labels"
+        if not options.get(split):
+            if options.get(labels_key):
+                problems.append(Problem(f"{where}.{labels_key}", f"given without {split}"))
+            continue
+        try:
+            fmt = detect_format(options[split], options["format"])
+        except HarnessError as exc:
+            problems.append(Problem(f"{where}.format", str(exc)))
+            continue
+        if fmt != "text-files":
+            if options.get(labels_key):
+                problems.append(
+                    Problem(f"{where}.{labels_key}", f"only used with format text-files ({split} is {fmt})")
+                )
+            problems += _header_problems(options, where, split, fmt)
+            continue
+        if options.get("text_pair_column"):
+            problems.append(Problem(f"{where}.text_pair_column", "sentence pairs need a csv, tsv or jsonl file"))
+        if not options.get(labels_key):
+            problems.append(
+                Problem(f"{where}.{labels_key}", f"required with format text-files (one label per line of {split})")
+            )
+            continue
+        texts, labels_count = count_lines(options[split]), count_lines(options[labels_key])
+        if texts != labels_count:
+            problems.append(
+                Problem(
+                    f"{where}.{labels_key}",
+                    f"{options[split]} has {texts} lines but {options[labels_key]} has {labels_count}; "
+                    "they must match line by line",
+                )
+            )
+    return problems

@@ -1,0 +1,121 @@
+"""The classification task inside a cell's worker: encoding, the sequence-classification head, scoring (heavy)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Callable
+
+import torch
+from sklearn.metrics import accuracy_score, f1_score
+from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding
+
+from harness.components import EvalResult, LoadedModel, TaskRun
+
+from .data import Splits
+
+
+class ClassificationRun(TaskRun):
+    """Encoded splits and scoring for one cell.
+
+    The tokenizer comes from the model source, so :meth:`build_model` (or :meth:`bind_tokenizer`) must run before
+    :meth:`examples`; splits are then encoded once, truncated to ``max_length`` and never padded (batches are padded
+    to their own longest member by :meth:`collate`).
+    """
+
+    greater_is_better = True
+    head_prefixes = ("classifier", "pre_classifier", "score", "classification_head")
+
+    def __init__(
+        self,
+        splits: Splits,
+        primary_metric: str = "accuracy",
+        max_length: int = 128,
+        progress: Callable[[str, int, int], None] | None = None,
+    ) -> None:
+        self.splits = splits
+        self.primary_metric = primary_metric
+        self.max_length = max_length
+        self.label2id = {name: i for i, name in enumerate(splits.labels)}
+        self._progress = progress or (lambda phase, done, total: None)
+        self._tokenizer: Any = None
+        self._collator: DataCollatorWithPadding | None = None
+        self._encoded: dict[str, list[dict[str, Any]]] = {}
+
+    def bind_tokenizer(self, tokenizer: Any) -> None:
+        """Use ``tokenizer`` for encoding and padding (drops encodings made with another one)."""
+        if tokenizer is not self._tokenizer:
+            self._tokenizer, self._encoded = tokenizer, {}
+            self._collator = DataCollatorWithPadding(tokenizer, padding="longest", return_tensors="pt")
+
+    def build_model(self, loaded: LoadedModel) -> Any:
+        self.bind_tokenizer(loaded.tokenizer())
+        labels = self.splits.labels
+        return loaded.model(
+            AutoModelForSequenceClassification,
+            num_labels=len(labels),
+            id2label=dict(enumerate(labels)),
+            label2id=dict(self.label2id),
+        )
+
+    def examples(self, split: str) -> Sequence[Mapping[str, Any]]:
+        if split not in self._encoded:
+            if self._tokenizer is None:
+                raise RuntimeError(
+                    "ClassificationRun.build_model(loaded) must run before examples(): "
+                    "the tokenizer comes from the model source"
+                )
+            source = self.splits[split]
+            pairs = [e.text_pair or "" for e in source] if any(e.text_pair is not None for e in source) else None
+            encoded = self._tokenizer([e.text for e in source], pairs, truncation=True, max_length=self.max_length)
+            keys = list(encoded.keys())
+            self._encoded[split] = [
+                {**{k: encoded[k][i] for k in keys}, "labels": self.label2id[e.label]} for i, e in enumerate(source)
+            ]
+        return self._encoded[split]
+
+    def collate(self, examples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        if self._collator is None:
+            raise RuntimeError("ClassificationRun.build_model(loaded) must run before collate()")
+        return dict(self._collator([dict(e) for e in examples]))
+
+    def evaluate(self, model: Any, split: str, batch_size: int, device: str) -> EvalResult:
+        """Batched no-grad inference in eval mode (batches of similar length, results in file order).
+
+        ``macro_f1`` averages F1 over the labels present in the references or predictions (scikit-learn's default),
+        with ``zero_division=0``."""
+        encoded, source = self.examples(split), self.splits[split]
+        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]["input_ids"]))
+        predicted = [0] * len(encoded)
+        tokens = 0
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                for start in range(0, len(order), batch_size):
+                    index = order[start : start + batch_size]
+                    batch = self.collate([encoded[i] for i in index])
+                    batch.pop("labels")
+                    tokens += int(batch["attention_mask"].sum())
+                    logits = model(**{k: v.to(device) for k, v in batch.items()}).logits
+                    for i, p in zip(index, logits.argmax(dim=-1).tolist(), strict=True):
+                        predicted[i] = p
+                    self._progress("eval", min(start + batch_size, len(order)), len(order))
+        finally:
+            model.train(was_training)
+        references = [e["labels"] for e in encoded]
+        metrics = {
+            "accuracy": float(accuracy_score(references, predicted)),
+            "macro_f1": float(f1_score(references, predicted, average="macro", zero_division=0)),
+            "n": float(len(encoded)),
+        }
+        labels = self.splits.labels
+        predictions = [
+            {
+                "id": e.id,
+                "input": e.text if e.text_pair is None else [e.text, e.text_pair],
+                "prediction": labels[p],
+                "reference": e.label,
+            }
+            for e, p in zip(source, predicted, strict=True)
+        ]
+        return EvalResult(metrics=metrics, predictions=predictions, samples=len(encoded), tokens=tokens)
