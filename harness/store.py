@@ -60,7 +60,7 @@ class ResultStore:
         path = self.record_path(cell)
         try:
             record = read_record(path)
-        except (FileNotFoundError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError, KeyError, TypeError):
             return None
         return record if record.key == cell.key else None
 

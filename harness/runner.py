@@ -1,0 +1,389 @@
+"""Running a suite: validate, plan, resume, hand the cells to an executor, and summarise.
+
+:func:`run_suite` is what ``harness run`` calls. Executors (plugins) receive a :class:`SuiteRun`, which holds
+everything they need and the bookkeeping they share: claiming a cell (its lock), writing the worker's spec,
+recording how the worker ended (a failed record when it left none), and the progress display.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import signal
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import click
+
+from . import __version__
+from .devices import Device, discover_devices
+from .host import PluginHost
+from .plan import Cell, plan
+from .progress import PROGRESS_FILE, Progress, format_duration
+from .records import Record, Timing, write_json_atomic
+from .store import LOG, ResultStore, now
+from .suite import load_suite
+
+SPEC = "spec.json"
+Echo = Callable[..., Any]
+WorkerArgv = Callable[[Path], list[str]]
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """The options of ``harness run`` (see its ``--help``)."""
+
+    output: Path | None = None
+    devices: str | None = None
+    jobs: int = 1
+    executor: str | None = None
+    timeout_s: float | None = None
+    rerun: bool = False
+    dry_run: bool = False
+    save_artifacts: bool = False
+
+
+def default_worker_argv(spec_path: Path) -> list[str]:
+    """The command that runs one cell: ``python -m harness.worker SPEC``."""
+    return [sys.executable, "-m", "harness.worker", str(spec_path)]
+
+
+class Terminated(KeyboardInterrupt):
+    """The harness received SIGTERM; raised like Ctrl-C so executors stop their cells the same way."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def describe_exit(returncode: int | None, timeout_s: float | None = None) -> str:
+    """Why a worker that left no record ended: a timeout, a signal (``SIGSEGV (-11)``) or an exit code."""
+    if timeout_s is not None:
+        return f"timed out after {timeout_s:g} s"
+    if returncode is not None and returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        hint = "; the kernel's out-of-memory killer sends it" if -returncode == signal.SIGKILL else ""
+        return f"killed by signal {name} ({returncode}{hint})"
+    if returncode:
+        return f"worker exited with code {returncode} without writing a record"
+    return "worker exited without writing a record"
+
+
+def last_log_line(path: Path, offset: int = 0) -> str | None:
+    """The last non-empty line written to ``path`` after byte ``offset`` (reads at most the last 64 KiB)."""
+    try:
+        with open(path, "rb") as fh:
+            size = fh.seek(0, os.SEEK_END)
+            fh.seek(max(offset, size - 65536))
+            tail = fh.read().decode("utf-8", errors="replace")
+    except OSError:
+        return None
+    lines = [line.strip() for line in tail.splitlines() if line.strip()]
+    return lines[-1] if lines else None
+
+
+def _env(**extra: Any) -> dict[str, Any]:
+    return {"harness": __version__, "python": platform.python_version(), "hostname": platform.node(), **extra}
+
+
+def cell_record(cell: Cell, status: str, error: str | None, **fields: Any) -> Record:
+    """A record for a cell the harness itself settles (skipped, or failed without the worker's record)."""
+    return Record(
+        key=cell.key,
+        suite=cell.suite,
+        cell_id=cell.cell_id,
+        task=cell.task,
+        strategy=cell.strategy,
+        model=cell.model,
+        seed=cell.seed,
+        status=status,
+        error=error,
+        config=cell.config(),
+        **fields,
+    )
+
+
+@dataclass
+class _Attempt:
+    attempt: str
+    device: Device
+    started_at: str
+    started: float
+    log_offset: int
+
+
+@dataclass
+class SuiteRun:
+    """What an executor needs to run a suite's cells, and the bookkeeping every executor shares.
+
+    An executor, for each cell: :meth:`claim` it (skip when ``None``), :meth:`write_spec`, start
+    ``worker_argv(spec_path)`` in its own process pinned to the device, call :meth:`tick` while waiting, then
+    :meth:`finished` with how the process ended, and close the claim. On ``KeyboardInterrupt`` it stops its
+    workers, closes the claims and re-raises.
+    """
+
+    cells: list[Cell]
+    store: ResultStore
+    devices: list[Device]
+    suite_path: Path
+    suite_sha256: str
+    jobs: int = 1
+    timeout_s: float | None = None
+    save_artifacts: bool = False
+    rerun: bool = False
+    worker_argv: WorkerArgv = default_worker_argv
+    progress: Progress = field(default_factory=lambda: Progress(0))
+    #: Wall-clock time (``time.time()``) the run began; records written after it were written by this run or a
+    #: concurrent one, so the cell is not run again.
+    started_wall: float = field(default_factory=time.time)
+    records: list[Record] = field(default_factory=list)
+    elsewhere: list[Cell] = field(default_factory=list)
+    _attempts: dict[str, _Attempt] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> int:
+        return sum(1 for r in self.records if r.status == "ok")
+
+    @property
+    def failed(self) -> int:
+        return sum(1 for r in self.records if r.status != "ok")
+
+    @property
+    def in_flight(self) -> list[str]:
+        """Cell ids started but not finished (after an interrupt: the cells that were stopped)."""
+        return list(self._attempts)
+
+    def timeout_for(self, cell: Cell) -> float | None:
+        """The cell's wall-clock limit: ``--timeout``, else its budget's ``timeout_s``."""
+        return self.timeout_s or cell.budget.timeout_s
+
+    def log_path(self, cell: Cell) -> Path:
+        return self.store.cell_dir(cell) / LOG
+
+    def claim(self, cell: Cell) -> contextlib.ExitStack | None:
+        """Take the cell's lock, or return ``None`` (and say why) when another run holds it or has just finished
+        it. Close the returned stack when the cell ends."""
+        stack = contextlib.ExitStack()
+        reason = None
+        if not stack.enter_context(self.store.lock(cell)):
+            reason = "running elsewhere (another run holds its lock)"
+        elif self._finished_by_another_run(cell):
+            reason = "finished by another run meanwhile"
+        if reason is None:
+            return stack
+        stack.close()
+        self.elsewhere.append(cell)
+        self.progress.total -= 1
+        self.progress.note(f"skip   {cell.cell_id}: {reason}")
+        return None
+
+    def _finished_by_another_run(self, cell: Cell) -> bool:
+        record = self.store.load(cell)
+        if record is None:
+            return False
+        if not self.rerun and record.status == "ok":
+            return True
+        try:
+            return self.store.record_path(cell).stat().st_mtime >= self.started_wall
+        except OSError:
+            return False
+
+    def write_spec(self, cell: Cell, device: Device) -> tuple[Path, str]:
+        """Write ``<cell_dir>/spec.json`` for a fresh attempt on ``device``; return its path and the attempt id.
+
+        Also marks the attempt in the cell's log and shows the cell as running."""
+        directory = self.store.cell_dir(cell).resolve()
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / PROGRESS_FILE).unlink(missing_ok=True)
+        attempt = uuid.uuid4().hex
+        spec_path = directory / SPEC
+        write_json_atomic(
+            spec_path,
+            {
+                "cell": cell.to_json(),
+                "attempt": attempt,
+                "device": device.kind,
+                "out_dir": str(directory),
+                "save_artifacts": self.save_artifacts,
+                "suite_path": str(self.suite_path.resolve()),
+                "suite_sha256": self.suite_sha256,
+            },
+        )
+        started_at = now()
+        with open(directory / LOG, "a", encoding="utf-8") as log:
+            log.write(f"=== harness: attempt {attempt} on {device.label} at {started_at} ===\n")
+            offset = log.tell()
+        self._attempts[cell.key] = _Attempt(attempt, device, started_at, time.monotonic(), offset)
+        self.progress.cell_started(cell.cell_id, device.label, directory)
+        return spec_path, attempt
+
+    def tick(self) -> None:
+        """Call while waiting on workers: redraws the progress display (at most about once a second)."""
+        self.progress.refresh()
+
+    def failed_record(
+        self, cell: Cell, error: str, started_at: str | None, attempt: str | None = None, device: Device | None = None,
+        total_s: float | None = None,
+    ) -> Record:
+        """The record of a cell whose worker died or never started."""
+        env = _env(suite_sha256=self.suite_sha256, attempt=attempt)
+        if device is not None:
+            env.update(device=device.kind, device_name=device.name, cuda_visible_devices=device.cuda_visible_devices)
+        return cell_record(
+            cell, "failed", error, env=env, started_at=started_at, finished_at=now(), log=LOG,
+            timing=Timing(total_s=total_s),
+        )
+
+    def finished(self, cell: Cell, error: str | None = None) -> Record:
+        """The cell's worker ended. Use the record it wrote for this attempt; otherwise write a failed one whose
+        error is ``error`` (how the process ended, see :func:`describe_exit`) plus the log's last line. Updates the
+        display and the counts, and returns the record."""
+        state = self._attempts.pop(cell.key)
+        record = self.store.load(cell)
+        if record is None or record.env.get("attempt") != state.attempt:
+            message = error or describe_exit(None)
+            line = last_log_line(self.log_path(cell), state.log_offset)
+            if line:
+                message = f"{message}; last log line: {line}"
+            record = self.failed_record(
+                cell, message, state.started_at, state.attempt, state.device, time.monotonic() - state.started
+            )
+            self.store.write(cell, record)
+        self.records.append(record)
+        self.progress.cell_finished(record)
+        return record
+
+
+# -- run_suite ---------------------------------------------------------------------------------------------
+def _settle_skipped(store: ResultStore, cells: list[Cell], suite_sha256: str) -> None:
+    for cell in cells:
+        existing = store.load(cell)
+        if existing is not None and existing.status == "skipped" and existing.error == cell.skip_reason:
+            continue
+        record = cell_record(cell, "skipped", cell.skip_reason, env=_env(suite_sha256=suite_sha256), finished_at=now())
+        store.write(cell, record)
+
+
+def _print_plan(echo: Echo, to_run: list[Cell], done: list[Cell], skipped: list[Cell], store: ResultStore) -> None:
+    echo(f"to run ({len(to_run)}):")
+    for cell in to_run:
+        before = store.load(cell)
+        note = f"  (failed before: {before.error})" if before is not None and before.status == "failed" else ""
+        echo(f"  {cell.cell_id}{note}")
+    echo(f"already done ({len(done)}):")
+    for cell in done:
+        echo(f"  {cell.cell_id}")
+    echo(f"skipped ({len(skipped)}):")
+    for cell in skipped:
+        echo(f"  {cell.cell_id}: {cell.skip_reason}")
+
+
+def _devices_text(devices: list[Device], jobs: int) -> str:
+    if devices and devices[0].kind == "cpu":
+        return f"cpu ({devices[0].name}), {jobs} at a time"
+    return ", ".join(d.describe() for d in devices)
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """While running, SIGTERM raises :class:`Terminated` so workers are stopped like on Ctrl-C."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise Terminated(signum)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def run_suite(
+    suite_path: Path,
+    options: RunOptions,
+    echo: Echo = click.echo,
+    host: PluginHost | None = None,
+    worker_argv: WorkerArgv = default_worker_argv,
+) -> int:
+    """Run a suite; return the exit code (0: no cell failed, 1: some failed, 130/143: interrupted).
+
+    :param host: the plugin host (default: built from entry points).
+    :param worker_argv: the command run per cell (tests substitute fake workers).
+    :raises HarnessError: bad suite, options, devices or output directory (the CLI prints one line, exit 2).
+    """
+    started_wall, started = time.time(), time.monotonic()
+    run: SuiteRun | None = None
+    try:
+        host = host or PluginHost.load()
+        suite = load_suite(suite_path, host)
+        cells = plan(suite, host)
+        store = ResultStore(options.output or Path("results") / suite.name)
+        executor = host.executor(options.executor or suite.executor)
+        devices = discover_devices(options.devices)
+        if not options.dry_run:
+            store.ensure_writable()
+        skipped = [c for c in cells if c.skip_reason]
+        runnable = [c for c in cells if not c.skip_reason]
+        to_run = runnable if options.rerun else [c for c in runnable if not store.is_done(c)]
+        running_keys = {c.key for c in to_run}
+        done = [c for c in runnable if c.key not in running_keys]
+        head = (
+            f"suite {suite.name}: {len(cells)} cells: {len(to_run)} to run, {len(done)} already done, "
+            f"{len(skipped)} skipped; {_devices_text(devices, options.jobs)} via {executor.name}; records in {store.root}"
+        )
+        if options.dry_run:
+            echo(f"dry run: {head}")
+            _print_plan(echo, to_run, done, skipped, store)
+            return 0
+        store.write_plan(cells, str(suite.path), suite.sha256)
+        _settle_skipped(store, skipped, suite.sha256)
+        echo(head)
+        run = SuiteRun(
+            cells=to_run,
+            store=store,
+            devices=devices,
+            suite_path=suite.path,
+            suite_sha256=suite.sha256,
+            jobs=options.jobs,
+            timeout_s=options.timeout_s,
+            save_artifacts=options.save_artifacts,
+            rerun=options.rerun,
+            worker_argv=worker_argv,
+            progress=Progress(len(to_run)),
+            started_wall=started_wall,
+        )
+        if to_run:
+            with _sigterm_as_interrupt():
+                try:
+                    executor.execute(run)
+                finally:
+                    run.progress.close()
+    except KeyboardInterrupt as exc:
+        finished = len(run.records) if run else 0
+        stopped = len(run.in_flight) if run else 0
+        echo(
+            f"interrupted: {finished} cell(s) finished and recorded; {stopped} stopped in flight will run again "
+            "next time",
+            err=True,
+        )
+        return 128 + exc.signum if isinstance(exc, Terminated) else 130
+    parts = [f"{run.ok} ok", f"{run.failed} failed", f"{len(skipped)} skipped", f"{len(done)} already done"]
+    if run.elsewhere:
+        parts.append(f"{len(run.elsewhere)} left to another run")
+    echo(f"suite {suite.name}: {', '.join(parts)} in {format_duration(time.monotonic() - started)}; records in {store.root}")
+    if run.failed:
+        echo(f"failed cells keep their logs: {store.root / 'cells'}/<cell>/{LOG}; they run again on the next run")
+    return 1 if run.failed else 0
