@@ -8,10 +8,15 @@ Environment variables:
     Comma-separated entry-point names: load only these (an empty value loads none).
 ``HARNESS_BLOCK_PLUGINS``
     Comma-separated entry-point names never to load.
+``HARNESS_EXTRA_PLUGINS``
+    Comma-separated ``name=module.path`` pairs: plugin modules to load as if they had entry points (not filtered by
+    ``HARNESS_LOAD_PLUGINS``, but blocked by ``HARNESS_BLOCK_PLUGINS``). Worker processes inherit the environment, so
+    tests and plugin authors use it to run a cell with a module that is importable but not installed.
 """
 
 from __future__ import annotations
 
+import importlib
 import importlib.metadata as metadata
 import os
 from collections.abc import Iterable
@@ -29,6 +34,7 @@ from .options import did_you_mean
 ENTRY_POINT_GROUP = "harness"
 LOAD_ENV = "HARNESS_LOAD_PLUGINS"
 BLOCK_ENV = "HARNESS_BLOCK_PLUGINS"
+EXTRA_ENV = "HARNESS_EXTRA_PLUGINS"
 
 #: hook name -> component base class it registers.
 HOOK_KINDS: dict[str, type[Component]] = {
@@ -115,6 +121,21 @@ class PluginHost:
                 host.plugins.append(info)
                 continue
             host._add(info, obj)
+        for spec in filter(None, (s.strip() for s in os.environ.get(EXTRA_ENV, "").split(","))):
+            name, _, module = (part.strip() for part in spec.partition("="))
+            if name in block:
+                continue
+            info = PluginInfo(name, module)
+            try:
+                if not module:
+                    raise ValueError(f"{EXTRA_ENV} entry {spec!r} is not name=module.path")
+                obj = importlib.import_module(module)
+            except Exception as exc:
+                info.error = f"{type(exc).__name__}: {exc}"
+                host.problems.append(f"plugin {name!r} failed to import: {info.error}")
+                host.plugins.append(info)
+                continue
+            host._add(info, obj)
         for name, obj in extra:
             host._add(PluginInfo(name, getattr(obj, "__name__", repr(obj))), obj)
         return host
@@ -191,7 +212,9 @@ class PluginHost:
             return f"{kind} {name!r} is registered by plugins {owners}; block one with {BLOCK_ENV}"
         if name not in self._components[kind]:
             available = ", ".join(self.names(kind)) or "none installed"
-            return f"unknown {kind} {name!r}{did_you_mean(name, self.names(kind))}; available: {available}"
+            broken = [f"{p.name!r} ({p.error})" for p in self.plugins if p.error]
+            note = f"; plugins that failed to load: {', '.join(broken)}" if broken else ""
+            return f"unknown {kind} {name!r}{did_you_mean(name, self.names(kind))}; available: {available}{note}"
         return None
 
     def get(self, kind: str, name: str) -> Component:

@@ -1,0 +1,271 @@
+"""Running one cell in-process (inside its worker): seed, load, prepare, train, evaluate, measure, record.
+
+Files written in the cell's folder: ``predictions.jsonl`` (one JSON object a line: ``id``, ``input``,
+``prediction``, ``reference``, then any other keys the task gives), ``steps.json`` (per-step times and losses, the
+samples behind the step statistics) and, with ``save_artifacts``, ``artifact/`` (``save_pretrained``, safetensors).
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .components import CellContext, TaskRun
+from .measure import GpuMemoryMeter, peak_rss_bytes, synchronize
+from .plan import Cell
+from .records import Memory, Params, Record, Timing, Training
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .host import PluginHost
+
+LOG_FILE = "cell.log"
+PREDICTIONS_FILE = "predictions.jsonl"
+STEPS_FILE = "steps.json"
+ARTIFACT_DIR = "artifact"
+#: Prefixes wrappers add to parameter names (PEFT, DDP, torch.compile), stripped before matching head prefixes.
+WRAPPER_PREFIXES = ("base_model.model.", "module.", "_orig_mod.")
+
+Progress = Callable[[str, int, int], None]
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass
+class CellState:
+    """What is known about a running cell so far; a failure still records every measurement taken before it."""
+
+    cell: Cell
+    attempt: str
+    device: str
+    started_at: str = field(default_factory=utc_now)
+    started: float = field(default_factory=time.perf_counter)
+    timing: dict[str, Any] = field(default_factory=dict)
+    memory: dict[str, Any] = field(default_factory=dict)
+    params: Params = field(default_factory=Params)
+    training: Training = field(default_factory=Training)
+    metrics: dict[str, float] = field(default_factory=dict)
+    primary_metric: str | None = None
+    env: dict[str, Any] = field(default_factory=dict)
+    predictions: str | None = None
+    gpu_meter: GpuMemoryMeter | None = None
+
+    def record(self, status: str, error: str | None = None) -> Record:
+        """The record of the cell as it stands (total time and peak memory taken now)."""
+        self.timing["total_s"] = time.perf_counter() - self.started
+        self.memory["peak_rss_bytes"] = peak_rss_bytes()
+        if self.gpu_meter is not None and self.gpu_meter.start_allocated is not None:
+            try:
+                gpu = self.gpu_meter.finish()
+                self.memory.update(
+                    gpu_start_allocated_bytes=gpu.start_allocated,
+                    gpu_peak_allocated_bytes=gpu.peak_allocated,
+                    gpu_peak_reserved_bytes=gpu.peak_reserved,
+                )
+            except Exception:  # a broken device must not hide the original error
+                pass
+        cell = self.cell
+        return Record(
+            key=cell.key,
+            suite=cell.suite,
+            cell_id=cell.cell_id,
+            task=cell.task,
+            strategy=cell.strategy,
+            model=cell.model,
+            seed=cell.seed,
+            status=status,
+            error=error,
+            metrics=dict(self.metrics),
+            primary_metric=self.primary_metric,
+            params=self.params,
+            timing=Timing(**self.timing),
+            memory=Memory(**self.memory),
+            training=self.training,
+            config=cell.config(),
+            env={**self.env, "attempt": self.attempt, "device": self.device},
+            started_at=self.started_at,
+            finished_at=utc_now(),
+            log=LOG_FILE,
+            predictions=self.predictions,
+        )
+
+
+def seed_everything(seed: int, device: str) -> None:
+    """Seed python, numpy, torch (and CUDA); deterministic kernels on CPU, where identical metrics are promised."""
+    import torch
+    from transformers import set_seed
+
+    set_seed(seed)
+    if device.startswith("cuda"):
+        torch.backends.cudnn.benchmark = False
+    else:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def _strip_wrappers(name: str) -> str:
+    stripped = True
+    while stripped:
+        stripped = False
+        for prefix in WRAPPER_PREFIXES:
+            if name.startswith(prefix):
+                name, stripped = name[len(prefix) :], True
+    return name
+
+
+def count_params(model: Any, head_prefixes: Sequence[str]) -> Params:
+    """Total, trainable and head parameter counts (shared parameters counted once)."""
+    total = trainable = head = 0
+    for name, param in model.named_parameters():
+        n = param.numel()
+        total += n
+        trainable += n if param.requires_grad else 0
+        if head_prefixes and _strip_wrappers(name).startswith(tuple(head_prefixes)):
+            head += n
+    return Params(
+        total=total,
+        trainable=trainable,
+        trainable_pct=100.0 * trainable / total if total else 0.0,
+        head=head,
+    )
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return str(value)
+
+
+#: Characters ``str.splitlines`` breaks on that JSON leaves raw; escaped so any line reader sees one row a line.
+_LINE_BREAKS = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
+
+
+def write_predictions(path: Path, predictions: Sequence[Mapping[str, Any]]) -> None:
+    """One JSON object a line (UTF-8): ``id``, ``input``, ``prediction``, ``reference``, then any other keys."""
+    with open(path, "w", encoding="utf-8") as fh:
+        for pred in predictions:
+            row = {k: pred.get(k) for k in ("id", "input", "prediction", "reference")}
+            row.update({k: v for k, v in pred.items() if k not in row})
+            fh.write(json.dumps(row, ensure_ascii=False, default=_json_default).translate(_LINE_BREAKS) + "\n")
+
+
+def save_artifact(model: Any, directory: Path) -> None:
+    """``save_pretrained`` in safetensors (transformers 5 always writes safetensors; older versions and PEFT take
+    ``safe_serialization``)."""
+    kwargs = {}
+    if "safe_serialization" in inspect.signature(model.save_pretrained).parameters:
+        kwargs["safe_serialization"] = True
+    model.save_pretrained(directory, **kwargs)
+
+
+def run_cell(
+    cell: Cell,
+    host: PluginHost,
+    out_dir: Path,
+    device: str,
+    attempt: str,
+    *,
+    save_artifacts: bool = False,
+    suite_sha256: str | None = None,
+    progress: Progress | None = None,
+    state: CellState | None = None,
+) -> Record:
+    """Run ``cell`` in this process on ``device`` and return its ``ok`` record (exceptions propagate).
+
+    :param state: filled in as the cell runs, so a caller catching an exception can still record what was measured.
+    """
+    if device.startswith("cuda"):
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # before CUDA initialises
+    state = state if state is not None else CellState(cell, attempt, device)
+    progress = progress or (lambda phase, done, total: None)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    from . import envinfo
+
+    state.env = envinfo.collect(host, suite_sha256=suite_sha256, seed=cell.seed, device=device)
+
+    seed_everything(cell.seed, device)
+    if device.startswith("cuda"):
+        state.gpu_meter = GpuMemoryMeter()
+        state.gpu_meter.start()
+
+    progress("load", 0, 1)
+    load_started = time.perf_counter()
+    task = host.task(cell.task_type)
+    strategy = host.strategy(cell.strategy_type)
+    source = host.model_source(cell.model_source)
+    ctx = CellContext(cell=cell, device=device, out_dir=out_dir, progress=progress)
+    run: TaskRun = task.setup(cell.task_options, ctx)
+    state.primary_metric = run.primary_metric or None
+    loaded = source.open(cell.model_options, ctx)
+    model = strategy.apply(run.build_model(loaded), run, cell.strategy_options, ctx)
+    model.to(device)
+    synchronize(device)
+    state.timing["load_s"] = time.perf_counter() - load_started
+    state.params = count_params(model, run.head_prefixes)
+    progress("load", 1, 1)
+
+    if state.gpu_meter is not None:
+        state.gpu_meter.reset_peak()
+    if strategy.trains:
+        from .training import train
+
+        outcome = train(model, run, cell.budget, device, cell.seed, progress)
+        state.training = Training(
+            steps=outcome.steps,
+            epochs=outcome.epochs,
+            samples=outcome.samples,
+            tokens=outcome.tokens,
+            early_stopped=outcome.early_stopped,
+            best_epoch=outcome.best_epoch,
+            validation=outcome.validation,
+            loss_first=outcome.loss_first,
+            loss_last=outcome.loss_last,
+        )
+        stats = outcome.step_stats
+        state.timing.update(
+            train_s=outcome.train_s,
+            train_samples_per_s=outcome.samples / outcome.train_s if outcome.train_s > 0 else None,
+            train_tokens_per_s=outcome.tokens / outcome.train_s if outcome.train_s > 0 else None,
+            step_s_median=stats.median,
+            step_s_p90=stats.p90,
+            step_s_mean=stats.mean,
+            step_s_stdev=stats.stdev,
+            step_count=stats.count,
+            warmup_steps_excluded=stats.warmup_steps_excluded,
+            step_clock=outcome.clock,
+        )
+        steps_doc = {
+            "clock": outcome.clock,
+            "warmup_steps_excluded": stats.warmup_steps_excluded,
+            "step_s": list(outcome.step_times),
+            "host_step_s": list(outcome.host_step_times),
+            "loss": list(outcome.losses),
+        }
+        (out_dir / STEPS_FILE).write_text(json.dumps(steps_doc) + "\n", encoding="utf-8")
+
+    progress("eval", 0, 1)
+    eval_started = time.perf_counter()
+    result = run.evaluate(model, "test", cell.budget.eval_batch_size, device)
+    synchronize(device)
+    eval_s = time.perf_counter() - eval_started
+    state.timing.update(
+        eval_s=eval_s,
+        eval_samples_per_s=result.samples / eval_s if eval_s > 0 else None,
+        eval_tokens_per_s=result.tokens / eval_s if eval_s > 0 else None,
+    )
+    state.metrics = {k: float(v) for k, v in result.metrics.items()}
+    write_predictions(out_dir / PREDICTIONS_FILE, result.predictions)
+    state.predictions = PREDICTIONS_FILE
+    progress("eval", 1, 1)
+
+    if save_artifacts:
+        save_artifact(model, out_dir / ARTIFACT_DIR)
+    return state.record("ok")
