@@ -1,0 +1,118 @@
+"""End to end through the CLI: the smoke suite runs, reports, resumes after SIGKILL, and is deterministic."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = ROOT / "suites" / "smoke.toml"
+CONTRACT = {"task", "strategy", "model", "seed", "status", "error", "metrics", "primary_metric", "params", "timing",
+            "memory", "config", "env"}
+TIMING = {"load_s", "train_s", "eval_s", "total_s", "train_samples_per_s", "train_tokens_per_s", "step_s_median"}
+MEMORY = {"peak_rss_bytes", "gpu_peak_allocated_bytes", "gpu_peak_reserved_bytes"}
+
+pytestmark = pytest.mark.slow
+
+
+def harness(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "harness.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=ROOT)
+
+
+def records(out: Path) -> dict[str, dict]:
+    return {p.parent.name: json.loads(p.read_text()) for p in out.glob("cells/*/record.json")}
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("smoke")
+    started = time.perf_counter()
+    result = harness("run", str(SMOKE), "--output", str(out), "--jobs", "2")
+    return out, result, time.perf_counter() - started
+
+
+def test_validate_smoke_is_quick_and_clean():
+    result = harness("validate", str(SMOKE))
+    assert result.returncode == 0, result.stderr
+    assert "ok" in result.stdout
+
+
+def test_smoke_suite_runs_every_cell(smoke_run):
+    out, result, seconds = smoke_run
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert seconds < 180, f"smoke suite took {seconds:.0f} s"
+    found = records(out)
+    ran = [r for r in found.values() if r["status"] != "skipped"]
+    assert len(ran) >= 2 and all(r["status"] == "ok" for r in ran), [r["error"] for r in ran]
+    assert {r["seed"] for r in ran} == {0, 1}
+    for record in ran:
+        cell_dir = out / "cells" / next(k for k, v in found.items() if v is record)
+        assert (cell_dir / "cell.log").exists()
+        assert 0.0 <= record["metrics"]["accuracy"] <= 1.0
+        assert record["params"]["trainable"] == record["params"]["total"] > 0
+        assert record["timing"]["train_s"] > 0 and record["timing"]["step_count"] > 0
+        assert record["memory"]["peak_rss_bytes"] > 50 * 2**20
+        # every metric recomputes from the saved predictions
+        predictions = [json.loads(line) for line in (cell_dir / "predictions.jsonl").read_text().split("\n") if line]
+        accuracy = sum(p["prediction"] == p["reference"] for p in predictions) / len(predictions)
+        assert accuracy == pytest.approx(record["metrics"]["accuracy"], abs=1e-12)
+
+
+def test_report_json_contract(smoke_run):
+    out, _, _ = smoke_run
+    result = harness("report", str(out), "--format", "json")
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)
+    assert rows and all(CONTRACT <= set(row) for row in rows)
+    ok = [r for r in rows if r["status"] == "ok"]
+    assert all(TIMING <= set(r["timing"]) and MEMORY <= set(r["memory"]) for r in ok)
+    assert all({"total", "trainable"} <= set(r["params"]) for r in ok)
+    assert all(r["memory"]["gpu_peak_allocated_bytes"] is None for r in ok)  # no GPU here
+    table = harness("report", str(out))
+    assert table.returncode == 0 and "sentiment" in table.stdout and "full" in table.stdout
+
+
+def test_rerun_skips_done_cells(smoke_run):
+    out, _, _ = smoke_run
+    before = {k: v["finished_at"] for k, v in records(out).items() if v["status"] == "ok"}
+    result = harness("run", str(SMOKE), "--output", str(out), "--dry-run")
+    assert result.returncode == 0 and "done" in result.stdout.lower()
+    result = harness("run", str(SMOKE), "--output", str(out))
+    assert result.returncode == 0, result.stderr
+    after = {k: v["finished_at"] for k, v in records(out).items() if v["status"] == "ok"}
+    assert after == before
+
+
+def test_sigkill_mid_run_loses_only_cells_in_flight_and_resume_is_deterministic(smoke_run, tmp_path):
+    reference, _, _ = smoke_run
+    out = tmp_path / "killed"
+    process = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", str(SMOKE), "--output", str(out),
+                                "--jobs", "2"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and not [r for r in records(out).values() if r["status"] == "ok"]:
+        time.sleep(0.2)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    survived = {k: v for k, v in records(out).items() if v["status"] == "ok"}
+    assert survived, "no cell finished before the kill"
+    assert not list(out.glob("cells/*/.record.json.*.tmp")), "a half-written record was left"
+    time.sleep(1)
+    # the same --jobs as the reference run: CPU threads per cell (cores // jobs) are part of bitwise reproducibility
+    result = harness("run", str(SMOKE), "--output", str(out), "--jobs", "2")
+    assert result.returncode == 0, result.stdout + result.stderr
+    after = records(out)
+    for key, record in survived.items():
+        assert after[key]["finished_at"] == record["finished_at"], "a completed cell was run again"
+    # same cell, same seed, same machine: identical metrics in two independent runs
+    expected = records(reference)
+    for key, record in after.items():
+        if record["status"] == "ok":
+            assert record["metrics"] == expected[key]["metrics"], key
