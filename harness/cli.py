@@ -60,6 +60,8 @@ def validate(suite: Path) -> None:
     from .suite import load_suite
 
     host = PluginHost.load()
+    for problem in host.problems:
+        click.echo(f"warning: {problem}", err=True)
     loaded = load_suite(suite, host)
     cells = plan(loaded, host)
     skipped = sum(1 for c in cells if c.skip_reason)

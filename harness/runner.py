@@ -328,6 +328,8 @@ def run_suite(
     run: SuiteRun | None = None
     try:
         host = host or PluginHost.load()
+        for problem in host.problems:
+            echo(f"warning: {problem}", err=True)
         suite = load_suite(suite_path, host)
         cells = plan(suite, host)
         store = ResultStore(options.output or Path("results") / suite.name)
