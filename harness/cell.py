@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from .components import CellContext, TaskRun
 from .measure import GpuMemoryMeter, peak_rss_bytes, synchronize
 from .plan import Cell
-from .records import Memory, Params, Record, Timing, Training
+from .records import Memory, Params, Record, Timing, Training, cell_record
 
 if TYPE_CHECKING:  # pragma: no cover
     from .host import PluginHost
@@ -72,24 +72,16 @@ class CellState:
                 )
             except Exception:  # a broken device must not hide the original error
                 pass
-        cell = self.cell
-        return Record(
-            key=cell.key,
-            suite=cell.suite,
-            cell_id=cell.cell_id,
-            task=cell.task,
-            strategy=cell.strategy,
-            model=cell.model,
-            seed=cell.seed,
-            status=status,
-            error=error,
+        return cell_record(
+            self.cell,
+            status,
+            error,
             metrics=dict(self.metrics),
             primary_metric=self.primary_metric,
             params=self.params,
             timing=Timing(**self.timing),
             memory=Memory(**self.memory),
             training=self.training,
-            config=cell.config(),
             env={**self.env, "attempt": self.attempt, "device": self.device},
             started_at=self.started_at,
             finished_at=utc_now(),

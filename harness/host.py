@@ -150,7 +150,14 @@ class PluginHost:
             )
             self.problems.append(f"plugin {info.name!r} refused: {info.error}")
             return
-        unknown = [a for a in dir(obj) if a.startswith("harness_") and a not in HOOK_KINDS]
+        marker = f"{hookspecs.PROJECT}_impl"  # set by @hookimpl
+        unknown = [
+            a
+            for a in dir(obj)
+            if a not in HOOK_KINDS
+            and callable(getattr(obj, a, None))
+            and (hasattr(getattr(obj, a), marker) or a.startswith("harness_register"))
+        ]
         for attr in unknown:
             self.problems.append(
                 f"plugin {info.name!r} defines {attr!r}, which is not a harness hook"

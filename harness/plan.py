@@ -39,6 +39,8 @@ class Cell:
     budget: Budget
     trust_remote_code: bool = False
     skip_reason: str | None = None
+    #: The model's identity as its source tells it (a hub id, a folder name, a tiny config), for reports.
+    model_label: str = ""
 
     @property
     def cell_id(self) -> str:
@@ -54,6 +56,7 @@ class Cell:
                 "name": self.model,
                 "source": self.model_source,
                 "family": self.model_family,
+                "label": self.model_label,
                 "options": dict(self.model_options),
                 "trust_remote_code": self.trust_remote_code,
             },
@@ -88,6 +91,7 @@ class Cell:
             model_source=model["source"],
             model_options=model["options"],
             model_family=model["family"],
+            model_label=model.get("label", ""),
             trust_remote_code=model.get("trust_remote_code", False),
             seed=data["seed"],
             budget=Budget.from_dict(data["budget"]),
@@ -130,6 +134,7 @@ def plan(suite: Suite, host: PluginHost) -> list[Cell]:
     cells: list[Cell] = []
     for model in suite.models:
         family = suite.families[model.name]
+        label = host.model_source(model.plugin).label(model.options)
         for task_decl in suite.tasks:
             task = host.task(task_decl.plugin)
             for strategy_decl in suite.strategies:
@@ -156,6 +161,7 @@ def plan(suite: Suite, host: PluginHost) -> list[Cell]:
                             model_source=model.plugin,
                             model_options=dict(model.options),
                             model_family=family,
+                            model_label=label,
                             seed=seed,
                             budget=budget,
                             trust_remote_code=suite.trust_remote_code,

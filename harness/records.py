@@ -18,7 +18,10 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .plan import Cell
 
 SCHEMA_VERSION = 1
 STATUSES = ("ok", "failed", "skipped")
@@ -131,6 +134,23 @@ class Record:
         values["memory"] = _build(Memory, data.get("memory"))
         values["training"] = _build(Training, data.get("training"))
         return cls(**values)
+
+
+def cell_record(cell: Cell, status: str, error: str | None = None, **fields: Any) -> Record:
+    """The record of ``cell`` with the cell's identity and resolved configuration filled in."""
+    return Record(
+        key=cell.key,
+        suite=cell.suite,
+        cell_id=cell.cell_id,
+        task=cell.task,
+        strategy=cell.strategy,
+        model=cell.model,
+        seed=cell.seed,
+        status=status,
+        error=error,
+        config=cell.config(),
+        **fields,
+    )
 
 
 def write_json_atomic(path: Path, data: Any) -> None:

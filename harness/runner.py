@@ -27,7 +27,7 @@ from .devices import Device, discover_devices
 from .host import PluginHost
 from .plan import Cell, plan
 from .progress import PROGRESS_FILE, Progress, format_duration
-from .records import Record, Timing, write_json_atomic
+from .records import Record, Timing, cell_record, write_json_atomic
 from .store import LOG, ResultStore, now
 from .suite import load_suite
 
@@ -94,23 +94,6 @@ def last_log_line(path: Path, offset: int = 0) -> str | None:
 
 def _env(**extra: Any) -> dict[str, Any]:
     return {"harness": __version__, "python": platform.python_version(), "hostname": platform.node(), **extra}
-
-
-def cell_record(cell: Cell, status: str, error: str | None, **fields: Any) -> Record:
-    """A record for a cell the harness itself settles (skipped, or failed without the worker's record)."""
-    return Record(
-        key=cell.key,
-        suite=cell.suite,
-        cell_id=cell.cell_id,
-        task=cell.task,
-        strategy=cell.strategy,
-        model=cell.model,
-        seed=cell.seed,
-        status=status,
-        error=error,
-        config=cell.config(),
-        **fields,
-    )
 
 
 @dataclass

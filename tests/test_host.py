@@ -128,7 +128,11 @@ def test_allow_and_block_lists(site, monkeypatch):
 
 def test_newer_api_refused_and_unknown_hooks_reported(site):
     newer = TASK_MODULE.format(task="future") + "\nHARNESS_API_VERSION = 99\n"
-    typo = TASK_MODULE.format(task="typo") + "\ndef harness_register_task(register):\n    pass\n"
+    typo = TASK_MODULE.format(task="typo") + (
+        "\ndef harness_register_task(register):\n    pass\n"  # misspelled, unmarked
+        "\n@hookimpl\ndef harness_strategies(register):\n    pass\n"  # marked, unknown
+        "\ndef harness_helper():\n    pass\n"  # an ordinary function: not a hook, not reported
+    )
     make_dist(site, "future", "1", {"future": "thirdparty_future", "typo": "thirdparty_typo"},
               {"thirdparty_future": newer, "thirdparty_typo": typo})
     host = PluginHost.load()
@@ -136,6 +140,8 @@ def test_newer_api_refused_and_unknown_hooks_reported(site):
     assert "future" not in host.names("task")
     assert any("'harness_register_task', which is not a harness hook (did you mean 'harness_register_tasks'?)" in p
                for p in host.problems)
+    assert any("'harness_strategies', which is not a harness hook" in p for p in host.problems)
+    assert not any("harness_helper" in p for p in host.problems)
 
 
 def test_lookup_errors_suggest_names():
