@@ -8,6 +8,7 @@ recording how the worker ended (a failed record when it left none), and the prog
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import platform
 import signal
@@ -235,6 +236,12 @@ class SuiteRun:
         record = self.store.load(cell)
         if record is None or record.env.get("attempt") != state.attempt:
             message = error or describe_exit(None)
+            written = _read_raw(self.store.record_path(cell))
+            if written.get("env", {}).get("attempt") == state.attempt and written.get("key") != cell.key:
+                message = (
+                    f"the worker recorded key {written.get('key')!r}, not {cell.key!r}: the cell's configuration "
+                    "hashed differently in the worker (was harness changed or reinstalled during the run?)"
+                )
             line = last_log_line(self.log_path(cell), state.log_offset)
             if line:
                 message = f"{message}; last log line: {line}"
@@ -245,6 +252,15 @@ class SuiteRun:
         self.records.append(record)
         self.progress.cell_finished(record)
         return record
+
+
+def _read_raw(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 # -- run_suite ---------------------------------------------------------------------------------------------

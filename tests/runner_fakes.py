@@ -2,7 +2,8 @@
 
 The fake worker follows the worker protocol (reads ``spec.json``, writes ``record.json`` atomically with the spec's
 attempt id) and behaves as the cell's ``fake-strategy`` option ``behaviour`` says: ``ok``, ``raise`` (failed record,
-exit 1), ``segfault``, ``exit`` (code 3, no record), ``hang``, or ``stubborn`` (hangs ignoring SIGTERM).
+exit 1), ``segfault``, ``exit`` (code 3, no record), ``hang``, ``stubborn`` (hangs ignoring SIGTERM), or ``wrong-key`` (a record under
+another key, as a worker running different harness code would write).
 ``FAKE_BEHAVIOUR`` in the environment overrides it for every cell; ``FAKE_FIX=1`` turns ``raise`` into ``ok``. Each run appends ``start`` and ``end`` events to ``<results>/runs.jsonl``.
 
 Run as a script: ``runner_fakes.py worker SPEC`` is the fake worker; ``runner_fakes.py harness ARGS...`` is the real
@@ -23,7 +24,7 @@ from harness.hookspecs import hookimpl
 from harness.options import Option
 
 FAKES = Path(__file__).resolve()
-BEHAVIOURS = ("ok", "raise", "segfault", "exit", "hang", "stubborn")
+BEHAVIOURS = ("ok", "raise", "segfault", "exit", "hang", "stubborn", "wrong-key")
 
 
 class FakeTask(Task):
@@ -170,7 +171,7 @@ def worker_main(spec_path: str) -> None:
         print("Traceback (most recent call last):\nRuntimeError: boom", flush=True)
         status, error, metrics = "failed", "RuntimeError: boom", {}
     record = Record(
-        key=cell.key, suite=cell.suite, cell_id=cell.cell_id, task=cell.task, strategy=cell.strategy,
+        key="0" * 16 if behaviour == "wrong-key" else cell.key, suite=cell.suite, cell_id=cell.cell_id, task=cell.task, strategy=cell.strategy,
         model=cell.model, seed=cell.seed, status=status, error=error, metrics=metrics,
         primary_metric="accuracy", config=cell.config(), env=env,
     )

@@ -113,6 +113,14 @@ def test_changing_one_option_reruns_only_the_affected_cells(tmp_path):
     assert "1 to run, 1 already done, 2 skipped" in lines[0]
 
 
+def test_a_record_under_another_key_is_explained(tmp_path):
+    suite = write_suite(tmp_path, {"odd": {"behaviour": "wrong-key"}})
+    code, _ = run(suite, tmp_path / "out")
+    assert code == 1
+    (record,) = [r for r in records(tmp_path / "out").values() if r.status != "skipped"]
+    assert record.status == "failed" and "hashed differently in the worker" in record.error
+
+
 def test_dry_run_lists_the_plan_and_writes_nothing(tmp_path):
     suite = write_suite(tmp_path, {"good": {}, "bad": {"behaviour": "raise"}})
     fresh = tmp_path / "fresh"

@@ -7,8 +7,9 @@ from typing import Any, Callable
 
 import torch
 from sklearn.metrics import accuracy_score, f1_score
-from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding
+from transformers import AutoModelForSequenceClassification
 
+from harness.batching import pad_batch
 from harness.components import EvalResult, LoadedModel, TaskRun
 
 from .data import Splits
@@ -38,14 +39,21 @@ class ClassificationRun(TaskRun):
         self.label2id = {name: i for i, name in enumerate(splits.labels)}
         self._progress = progress or (lambda phase, done, total: None)
         self._tokenizer: Any = None
-        self._collator: DataCollatorWithPadding | None = None
+        self._pad_values: dict[str, int] | None = None
         self._encoded: dict[str, list[dict[str, Any]]] = {}
 
     def bind_tokenizer(self, tokenizer: Any) -> None:
         """Use ``tokenizer`` for encoding and padding (drops encodings made with another one)."""
         if tokenizer is not self._tokenizer:
             self._tokenizer, self._encoded = tokenizer, {}
-            self._collator = DataCollatorWithPadding(tokenizer, padding="longest", return_tensors="pt")
+            pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+            if pad_id is None:
+                raise RuntimeError("the tokenizer has neither a pad token nor an end-of-sequence token to pad with")
+            self._pad_values = {
+                "input_ids": pad_id,
+                "attention_mask": 0,
+                "token_type_ids": getattr(tokenizer, "pad_token_type_id", 0),
+            }
 
     def build_model(self, loaded: LoadedModel) -> Any:
         self.bind_tokenizer(loaded.tokenizer())
@@ -74,9 +82,9 @@ class ClassificationRun(TaskRun):
         return self._encoded[split]
 
     def collate(self, examples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-        if self._collator is None:
+        if self._pad_values is None:
             raise RuntimeError("ClassificationRun.build_model(loaded) must run before collate()")
-        return dict(self._collator([dict(e) for e in examples]))
+        return pad_batch(examples, self._pad_values, self._tokenizer.padding_side)
 
     def evaluate(self, model: Any, split: str, batch_size: int, device: str) -> EvalResult:
         """Batched no-grad inference in eval mode (batches of similar length, results in file order).
