@@ -63,6 +63,21 @@ def test_validate_accepts_the_shipped_suites():
         assert result.stdout.startswith(f"suites/{name}.toml: ok")
 
 
+def test_validate_imports_no_torch_and_is_quick():
+    probe = (
+        "import sys, time\n"
+        "from harness.cli import cli\n"
+        "started = time.perf_counter()\n"
+        "try:\n    cli(['validate', 'suites/smoke.toml'])\nexcept SystemExit as exc:\n    assert exc.code in (0, None), exc\n"
+        "heavy = sorted(m for m in ('torch', 'transformers', 'sklearn', 'pandas') if m in sys.modules)\n"
+        "assert not heavy, heavy\n"
+        "print(time.perf_counter() - started)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    assert float(result.stdout.strip().splitlines()[-1]) < 5.0  # well under a second on an idle machine
+
+
 def test_malformed_toml(suite_dir):
     path = write(suite_dir, "[suite\nname = 'x'\n")
     (line,) = assert_usage_error(harness("validate", str(path)), f"{path}: malformed TOML")
