@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from harness_plugins import local as local_plugin
 from harness_plugins.local import LocalExecutor, child_env, cpu_cores
+from helpers import gone
 from runner_fakes import fake_argv, fake_host, runs, suite_text
 
 from harness.budget import Budget
@@ -58,13 +59,6 @@ def by_strategy(run: SuiteRun) -> dict:
     return {r.strategy: r for r in run.records}
 
 
-def gone(pid: int) -> bool:
-    """The process no longer runs (absent, or a zombie nobody reaped yet)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        return True
-    return state in ("Z", "X")
 
 
 def test_local_executor_is_registered_through_its_entry_point(monkeypatch):

@@ -8,6 +8,7 @@ import sys
 import textwrap
 
 import pytest
+from helpers import make_cell
 
 from harness.budget import Budget
 from harness.plan import Cell
@@ -16,13 +17,7 @@ from harness.store import ResultStore
 
 
 def cell(**changes) -> Cell:
-    base = dict(
-        suite="s", task="t", task_type="classification", task_options={"train": "x.csv"},
-        strategy="full", strategy_type="full", strategy_options={}, model="m", model_source="tiny",
-        model_options={"layers": 2}, model_family="encoder", seed=0, budget=Budget(),
-    )
-    base.update(changes)
-    return Cell(**base)
+    return make_cell(**{"task_options": {"train": "x.csv"}, "model_options": {"layers": 2}, **changes})
 
 
 def record_for(c: Cell, status="ok", **changes) -> Record:

