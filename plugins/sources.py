@@ -107,6 +107,23 @@ def _cached_config(model_id: str, revision: str) -> Path | None:
     return Path(found) if isinstance(found, str) else None
 
 
+def _pretrained(
+    name_or_path: str, options: Mapping[str, Any], ctx: CellContext, local_files_only: bool, **extra: Any
+) -> PretrainedModel:
+    from .hf_models import PretrainedModel
+
+    return PretrainedModel(
+        name_or_path,
+        family=ctx.cell.model_family,
+        seed=ctx.seed,
+        dtype=options["dtype"],
+        use_safetensors=options["use_safetensors"],
+        local_files_only=local_files_only,
+        trust_remote_code=ctx.cell.trust_remote_code,
+        **extra,
+    )
+
+
 class HubSource(ModelSource):
     """A model on the Hugging Face Hub (or in the local Hugging Face cache when offline)."""
 
@@ -178,18 +195,7 @@ class HubSource(ModelSource):
         return options["id"] if revision == "main" else f"{options['id']}@{revision}"
 
     def open(self, options: Mapping[str, Any], ctx: CellContext) -> PretrainedModel:
-        from .hf_models import PretrainedModel
-
-        return PretrainedModel(
-            options["id"],
-            family=ctx.cell.model_family,
-            seed=ctx.seed,
-            revision=options["revision"],
-            dtype=options["dtype"],
-            use_safetensors=options["use_safetensors"],
-            local_files_only=offline(),
-            trust_remote_code=ctx.cell.trust_remote_code,
-        )
+        return _pretrained(options["id"], options, ctx, local_files_only=offline(), revision=options["revision"])
 
 
 class LocalSource(ModelSource):
@@ -221,17 +227,7 @@ class LocalSource(ModelSource):
         return f"{path.parent.name}/{path.name}" if path.parent.name else path.name
 
     def open(self, options: Mapping[str, Any], ctx: CellContext) -> PretrainedModel:
-        from .hf_models import PretrainedModel
-
-        return PretrainedModel(
-            options["path"],
-            family=ctx.cell.model_family,
-            seed=ctx.seed,
-            dtype=options["dtype"],
-            use_safetensors=options["use_safetensors"],
-            local_files_only=True,
-            trust_remote_code=ctx.cell.trust_remote_code,
-        )
+        return _pretrained(options["path"], options, ctx, local_files_only=True)
 
 
 class TinySource(ModelSource):
