@@ -54,6 +54,7 @@ class CellState:
     training: Training = field(default_factory=Training)
     metrics: dict[str, float] = field(default_factory=dict)
     primary_metric: str | None = None
+    metric_info: dict[str, str] = field(default_factory=dict)
     env: dict[str, Any] = field(default_factory=dict)
     predictions: str | None = None
     gpu_meter: GpuMemoryMeter | None = None
@@ -78,6 +79,7 @@ class CellState:
             error,
             metrics=dict(self.metrics),
             primary_metric=self.primary_metric,
+            metric_info=dict(self.metric_info),
             params=self.params,
             timing=Timing(**self.timing),
             memory=Memory(**self.memory),
@@ -196,6 +198,7 @@ def run_cell(
     ctx = CellContext(cell=cell, device=device, out_dir=out_dir, progress=progress)
     run: TaskRun = task.setup(cell.task_options, ctx)
     state.primary_metric = run.primary_metric or None
+    state.metric_info = {str(k): str(v) for k, v in run.metadata.items()}
     loaded = source.open(cell.model_options, ctx)
     model = strategy.apply(run.build_model(loaded), run, cell.strategy_options, ctx)
     model.to(device)

@@ -112,6 +112,9 @@ class TaskRun(abc.ABC):
     greater_is_better: bool = True
     #: Parameter-name prefixes of the task head, counted separately from the backbone.
     head_prefixes: tuple[str, ...] = ()
+    #: Non-numeric facts about the scoring, copied into the record's ``metric_info``: the metric library and its
+    #: version (e.g. ``{"metric_library": "seqeval 1.2.2"}``), sacreBLEU's signature, the prompt template used.
+    metadata: Mapping[str, str] = {}
 
     @abc.abstractmethod
     def build_model(self, loaded: LoadedModel) -> Any:

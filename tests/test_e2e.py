@@ -14,7 +14,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "suites" / "smoke.toml"
-CONTRACT = {"task", "strategy", "model", "seed", "status", "error", "metrics", "primary_metric", "params", "timing",
+CONTRACT = {"task", "strategy", "model", "seed", "status", "error", "metrics", "primary_metric", "metric_info", "params", "timing",
             "memory", "config", "env"}
 TIMING = {"load_s", "train_s", "eval_s", "total_s", "train_samples_per_s", "train_tokens_per_s", "step_s_median"}
 MEMORY = {"peak_rss_bytes", "gpu_peak_allocated_bytes", "gpu_peak_reserved_bytes"}
@@ -57,6 +57,7 @@ def test_smoke_suite_runs_every_cell(smoke_run):
         cell_dir = out / "cells" / next(k for k, v in found.items() if v is record)
         assert (cell_dir / "cell.log").exists()
         assert 0.0 <= record["metrics"]["accuracy"] <= 1.0
+        assert record["primary_metric"] == "accuracy" and record["metric_info"]["metric_library"].startswith("scikit-learn")
         assert record["params"]["trainable"] == record["params"]["total"] > 0
         assert record["timing"]["train_s"] > 0 and record["timing"]["step_count"] > 0
         assert record["memory"]["peak_rss_bytes"] > 50 * 2**20

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Callable
 
+import sklearn
 import torch
 from sklearn.metrics import accuracy_score, f1_score
 from transformers import AutoModelForSequenceClassification
@@ -25,6 +26,7 @@ class ClassificationRun(TaskRun):
 
     greater_is_better = True
     head_prefixes = ("classifier", "pre_classifier", "score", "classification_head")
+    metadata = {"metric_library": f"scikit-learn {sklearn.__version__}"}
 
     def __init__(
         self,
