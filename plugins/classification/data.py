@@ -1,4 +1,5 @@
-"""Reading classification data into plain examples (no torch): CSV, TSV, JSONL, or a text file with a label file.
+"""Reading classification data into plain examples (no torch): CSV, TSV, JSONL, a text file with a label file, or a
+Hugging Face dataset (:mod:`harness_plugins.classification.hub`).
 
 Every cell of a suite sees the same data: carving a validation or test split out of train and capping splits with
 the budget (``max_train_examples``, ``eval_size``) use ``data_seed`` only, never the cell seed, so strategies and seeds
@@ -20,14 +21,14 @@ from typing import Any, NamedTuple
 
 from harness.errors import HarnessError, Problem
 
-FORMATS = ("auto", "csv", "tsv", "jsonl", "text-files")
+FORMATS = ("auto", "csv", "tsv", "jsonl", "text-files", "hub")
 SPLITS = ("train", "validation", "test")
 _EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".txt": "text-files"}
 
 
 @dataclass(frozen=True)
 class Example:
-    """One labelled text (or sentence pair). ``id`` is ``<file split>-<row index in that file>``."""
+    """One labelled text (or sentence pair). ``id`` is ``<split>-<row index in that split's file or dataset split>``."""
 
     id: str
     text: str
@@ -54,7 +55,7 @@ class _Row(NamedTuple):
     text: str
     text_pair: str | None
     label: str
-    place: str  # "file:line" where the label was read
+    place: str  # where the label was read: "file:line", or "dataset 'id' split 'train' row 7"
 
 
 def detect_format(path: str | Path, fmt: str = "auto") -> str:
@@ -220,9 +221,19 @@ def load_splits(
 ) -> Splits:
     """Load train, validation and test as the task's (resolved) options describe, carve missing splits from train,
     check every label against the label set, and apply the caps. Raises :class:`HarnessError` naming file and line."""
+    from .hub import read_hub, source_problem, uses_hub
+
     data_seed = options["data_seed"]
+    problem = source_problem(options)
+    if problem is not None:
+        raise HarnessError(problem[1])
     label_map = read_label_map(options["label_map"], options["encoding"]) if options.get("label_map") else None
-    loaded: dict[str, tuple[Path, list[_Row]]] = {s: _read_file(options, s) for s in SPLITS if options.get(s)}
+    class_names: tuple[str, ...] | None = None
+    loaded: dict[str, tuple[str | Path, list[_Row]]]
+    if uses_hub(options):
+        loaded, class_names = read_hub(options)
+    else:
+        loaded = {s: _read_file(options, s) for s in SPLITS if options.get(s)}
 
     def name_of(row: _Row) -> str:
         if label_map is None or row.label in label_map.values():
@@ -238,6 +249,8 @@ def load_splits(
         labels, source = tuple(options["labels"]), "the labels option"
     elif label_map is not None:
         labels, source = tuple(label_map.values()), f"the label map {options['label_map']}"
+    elif class_names is not None:
+        labels, source = class_names, f"the ClassLabel names of {loaded['train'][0]}"
     else:
         labels, source = tuple(_natural(set(named["train"]))), f"the labels found in {loaded['train'][0]}"
     known = set(labels)
@@ -263,7 +276,7 @@ def load_splits(
         if start >= len(train):
             raise HarnessError(
                 f"{loaded['train'][0]}: {len(train)} examples are too few to carve "
-                f"{' and '.join(carve)} splits from; give those files or more training data"
+                f"{' and '.join(carve)} splits from; give those splits or more training data"
             )
         kept = set(order[start:])
         train = [e for i, e in enumerate(train) if i in kept]
@@ -311,8 +324,15 @@ def _header_problems(options: Mapping[str, Any], where: str, split: str, fmt: st
 
 
 def check_files(options: Mapping[str, Any], where: str) -> list[Problem]:
-    """Cheap checks at validate time: formats, headers or first JSONL lines, label-file line counts, label map."""
-    problems: list[Problem] = []
+    """Cheap checks at validate time: the data source, formats, headers or first JSONL lines, label-file line counts,
+    label map; for a Hugging Face dataset, :func:`~harness_plugins.classification.hub.check_hub`."""
+    from .hub import check_hub, source_problem, uses_hub
+
+    problem = source_problem(options)
+    if problem is not None:
+        return [Problem(f"{where}.{problem[0]}", problem[1])]
+    hub = uses_hub(options)
+    problems = check_hub(options, where) if hub else []
     try:
         codecs.lookup(options["encoding"])
     except LookupError:
@@ -331,7 +351,7 @@ def check_files(options: Mapping[str, Any], where: str) -> list[Problem]:
             read_label_map(options["label_map"], options["encoding"])
         except HarnessError as exc:
             problems.append(Problem(f"{where}.label_map", str(exc)))
-    for split in SPLITS:
+    for split in () if hub else SPLITS:
         labels_key = f"{split}_labels"
         if not options.get(split):
             if options.get(labels_key):
