@@ -4,7 +4,7 @@ Hugging Face dataset (:mod:`harness_plugins.classification.hub`).
 Every cell of a suite sees the same data: carving a validation or test split out of train and capping splits with
 the budget (``max_train_examples``, ``eval_size``) use ``data_seed`` only, never the cell seed, so strategies and seeds
 are compared on identical examples. Caps draw a uniform random sample without replacement (not stratified) and keep
-the examples in file order.
+the examples in file order (:mod:`harness.datafiles`, shared with the other tasks).
 """
 
 from __future__ import annotations
@@ -13,16 +13,25 @@ import codecs
 import csv
 import io
 import json
-import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from harness.datafiles import (
+    SPLITS,
+    SplitAccess,
+    carve_and_cap,
+    count_lines,
+    fraction_problems,
+    jsonl_records,
+    read_text,
+    split_lines,
+)
+from harness.datahub import check_hub, source_problem, uses_hub
 from harness.errors import HarnessError, Problem
 
 FORMATS = ("auto", "csv", "tsv", "jsonl", "text-files", "hub")
-SPLITS = ("train", "validation", "test")
 _EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".txt": "text-files"}
 
 
@@ -37,18 +46,13 @@ class Example:
 
 
 @dataclass(frozen=True)
-class Splits:
+class Splits(SplitAccess[Example]):
     """The loaded splits and the label set, in label-id order."""
 
     train: tuple[Example, ...]
     validation: tuple[Example, ...]
     test: tuple[Example, ...]
     labels: tuple[str, ...]
-
-    def __getitem__(self, split: str) -> tuple[Example, ...]:
-        if split not in SPLITS:
-            raise KeyError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
-        return getattr(self, split)
 
 
 class _Row(NamedTuple):
@@ -69,39 +73,12 @@ def detect_format(path: str | Path, fmt: str = "auto") -> str:
     return found
 
 
-def _decode(path: Path, encoding: str, data: bytes | None = None) -> str:
-    raw = path.read_bytes() if data is None else data
-    try:
-        text = raw.decode(encoding)
-        return text[1:] if text.startswith("\ufeff") else text
-    except UnicodeDecodeError as exc:
-        line = raw.count(b"\n", 0, exc.start) + 1
-        raise HarnessError(
-            f"{path}:{line}: cannot decode byte 0x{raw[exc.start]:02x} with encoding {encoding!r}; "
-            'set encoding to the file\'s encoding (e.g. "latin-1")'
-        ) from None
-    except LookupError:
-        raise HarnessError(f"{path}: unknown encoding {encoding!r}") from None
-
-
-def _lines(text: str) -> list[str]:
-    """Split on newlines only (tweets may contain other Unicode line separators), without line endings."""
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    return [line[:-1] if line.endswith("\r") else line for line in lines]
-
-
-def count_lines(path: str | Path) -> int:
-    """Number of lines as the loaders count them (a final line without a newline counts)."""
-    raw = Path(path).read_bytes()
-    return raw.count(b"\n") + (1 if raw and not raw.endswith(b"\n") else 0)
-
-
 def read_label_map(path: str | Path, encoding: str = "utf-8") -> dict[str, str]:
     """Read ``id<TAB>name`` lines, or one name per line (ids 0, 1, ...); return id -> name in file order."""
     path = Path(path)
-    lines = [(n, line.strip()) for n, line in enumerate(_lines(_decode(path, encoding)), start=1) if line.strip()]
+    lines = [
+        (n, line.strip()) for n, line in enumerate(split_lines(read_text(path, encoding)), start=1) if line.strip()
+    ]
     if not lines:
         raise HarnessError(f"{path}: the label map is empty")
     tabbed = ["\t" in line for _, line in lines]
@@ -120,7 +97,7 @@ def read_label_map(path: str | Path, encoding: str = "utf-8") -> dict[str, str]:
 
 
 def _delimited(path: Path, delimiter: str, encoding: str, columns: Sequence[str]) -> list[tuple[int, dict[str, str]]]:
-    reader = csv.DictReader(io.StringIO(_decode(path, encoding), newline=""), delimiter=delimiter)
+    reader = csv.DictReader(io.StringIO(read_text(path, encoding), newline=""), delimiter=delimiter)
     header = reader.fieldnames or []
     for column in columns:
         if column not in header:
@@ -141,15 +118,7 @@ def _delimited(path: Path, delimiter: str, encoding: str, columns: Sequence[str]
 
 def _jsonl(path: Path, encoding: str, columns: Sequence[str]) -> list[tuple[int, dict[str, str]]]:
     rows = []
-    for n, line in enumerate(_lines(_decode(path, encoding)), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise HarnessError(f"{path}:{n}: not valid JSON ({exc.msg} at column {exc.colno})") from None
-        if not isinstance(record, dict):
-            raise HarnessError(f"{path}:{n}: expected a JSON object, got {type(record).__name__}")
+    for n, record in jsonl_records(split_lines(read_text(path, encoding)), path):
         values = {}
         for column in columns:
             if column not in record:
@@ -171,7 +140,7 @@ def _read_file(options: Mapping[str, Any], split: str) -> tuple[Path, list[_Row]
         if not labels_option:
             raise HarnessError(f"{path}: format text-files needs {split}_labels (one label per line)")
         labels_path = Path(labels_option)
-        texts, labels = _lines(_decode(path, encoding)), _lines(_decode(labels_path, encoding))
+        texts, labels = split_lines(read_text(path, encoding)), split_lines(read_text(labels_path, encoding))
         if len(texts) != len(labels):
             raise HarnessError(
                 f"{path} has {len(texts)} lines but {labels_path} has {len(labels)}; they must match line by line"
@@ -204,26 +173,13 @@ def _natural(labels: set[str]) -> list[str]:
     return sorted(labels, key=lambda s: (0, int(s), "") if s.lstrip("-").isdigit() else (1, 0, s))
 
 
-def _seeded_indices(n: int, k: int, data_seed: int, purpose: str) -> list[int]:
-    """``k`` of ``range(n)`` drawn with a generator seeded by ``data_seed`` and ``purpose`` (never the cell seed)."""
-    return sorted(random.Random(f"harness:{purpose}:{data_seed}").sample(range(n), k))
-
-
-def subsample(examples: Sequence[Example], cap: int | None, data_seed: int, split: str) -> tuple[Example, ...]:
-    """At most ``cap`` examples: a seeded uniform sample without replacement, kept in their original order."""
-    if cap is None or len(examples) <= cap:
-        return tuple(examples)
-    return tuple(examples[i] for i in _seeded_indices(len(examples), cap, data_seed, f"subsample-{split}"))
-
-
 def load_splits(
     options: Mapping[str, Any], max_train_examples: int | None = None, eval_size: int | None = None
 ) -> Splits:
     """Load train, validation and test as the task's (resolved) options describe, carve missing splits from train,
     check every label against the label set, and apply the caps. Raises :class:`HarnessError` naming file and line."""
-    from .hub import read_hub, source_problem, uses_hub
+    from .hub import read_hub
 
-    data_seed = options["data_seed"]
     problem = source_problem(options)
     if problem is not None:
         raise HarnessError(problem[1])
@@ -264,28 +220,8 @@ def load_splits(
             for i, (row, name) in enumerate(zip(rows, named[split], strict=True))
         ]
 
-    train = examples["train"]
-    carve = {s: options[f"{s}_fraction"] for s in ("test", "validation") if s not in examples}
-    if carve:
-        order = random.Random(f"harness:carve:{data_seed}").sample(range(len(train)), len(train))
-        start = 0
-        for split, fraction in carve.items():
-            size = max(1, round(fraction * len(train)))
-            examples[split] = [train[i] for i in sorted(order[start : start + size])]
-            start += size
-        if start >= len(train):
-            raise HarnessError(
-                f"{loaded['train'][0]}: {len(train)} examples are too few to carve "
-                f"{' and '.join(carve)} splits from; give those splits or more training data"
-            )
-        kept = set(order[start:])
-        train = [e for i, e in enumerate(train) if i in kept]
-    return Splits(
-        train=subsample(train, max_train_examples, data_seed, "train"),
-        validation=subsample(examples["validation"], eval_size, data_seed, "validation"),
-        test=subsample(examples["test"], eval_size, data_seed, "test"),
-        labels=labels,
-    )
+    splits = carve_and_cap(examples, options, max_train_examples, eval_size, str(loaded["train"][0]))
+    return Splits(train=splits["train"], validation=splits["validation"], test=splits["test"], labels=labels)
 
 
 def _header_problems(options: Mapping[str, Any], where: str, split: str, fmt: str) -> list[Problem]:
@@ -297,7 +233,7 @@ def _header_problems(options: Mapping[str, Any], where: str, split: str, fmt: st
             if first.strip():
                 break
     try:
-        line = _decode(path, encoding, first)
+        line = read_text(path, encoding, first)
     except HarnessError as exc:
         return [Problem(f"{where}.encoding", str(exc))]
     if fmt == "jsonl":
@@ -325,9 +261,7 @@ def _header_problems(options: Mapping[str, Any], where: str, split: str, fmt: st
 
 def check_files(options: Mapping[str, Any], where: str) -> list[Problem]:
     """Cheap checks at validate time: the data source, formats, headers or first JSONL lines, label-file line counts,
-    label map; for a Hugging Face dataset, :func:`~harness_plugins.classification.hub.check_hub`."""
-    from .hub import check_hub, source_problem, uses_hub
-
+    label map; for a Hugging Face dataset, :func:`harness.datahub.check_hub`."""
     problem = source_problem(options)
     if problem is not None:
         return [Problem(f"{where}.{problem[0]}", problem[1])]
@@ -337,12 +271,7 @@ def check_files(options: Mapping[str, Any], where: str) -> list[Problem]:
         codecs.lookup(options["encoding"])
     except LookupError:
         return [Problem(f"{where}.encoding", f"unknown encoding {options['encoding']!r}")]
-    carved = [s for s in ("validation", "test") if not options.get(s)]
-    for split in carved:
-        if not 0 < options[f"{split}_fraction"] < 1:
-            problems.append(Problem(f"{where}.{split}_fraction", "must be between 0 and 1 (exclusive)"))
-    if len(carved) == 2 and options["validation_fraction"] + options["test_fraction"] >= 1:
-        problems.append(Problem(f"{where}.test_fraction", "validation_fraction + test_fraction must be below 1"))
+    problems += fraction_problems(options, [s for s in ("validation", "test") if not options.get(s)], where)
     labels = options.get("labels")
     if labels is not None and (not labels or len(set(labels)) != len(labels)):
         problems.append(Problem(f"{where}.labels", "expected a non-empty list of distinct label names"))

@@ -15,10 +15,10 @@ import pytest
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 from harness_plugins.classification import ClassificationTask
 from harness_plugins.classification.data import load_splits
-from harness_plugins.classification.hub import cached_configs
 
 from harness.budget import Budget
 from harness.components import CheckContext
+from harness.datahub import cached_configs
 from harness.errors import HarnessError
 from harness.options import check_options
 
