@@ -1,0 +1,112 @@
+"""Named-entity recognition task ``ner``: a token-classification head on an encoder, entity-level F1 with seqeval.
+
+Data: CoNLL-style files, span-annotated JSON lines (annotation-tool exports and the CLUENER2020 layout, turned into
+word or character tokens) and Hugging Face datasets with ``tokens`` and ``ner_tags`` columns (see
+:mod:`harness_plugins.ner.data`). Tags of any scheme are normalised to IOB2. Every cell of a suite uses the same split
+and subsample (``data_seed``, never the cell seed).
+
+This increment has the encoder path only (:mod:`harness_plugins.ner.run`); the text-to-text path for decoder and
+encoder-decoder models comes later, so cells with those models are planned as skipped.
+
+This module stays light (no torch).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from harness.components import CellContext, CheckContext, Task
+from harness.errors import Problem
+from harness.hookspecs import hookimpl
+from harness.options import Option
+
+from .data import DELIMITERS, FORMATS, check_files, load_splits
+from .spans import TOKENIZATIONS
+from .tags import SCHEMES
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .run import NerRun
+
+
+class NerTask(Task):
+    """Named-entity recognition: one IOB2 tag per word, scored on whole entities (seqeval, micro F1 primary)."""
+
+    name: ClassVar[str] = "ner"
+    description: ClassVar[str] = (
+        "named-entity recognition (CoNLL, span JSONL, CLUENER, hub); seqeval entity F1; "
+        "encoder models (text-to-text path for decoders to come)"
+    )
+    families: ClassVar[frozenset[str]] = frozenset({"encoder"})
+    options: ClassVar[tuple[Option, ...]] = (
+        Option(
+            "format",
+            "str",
+            "auto",
+            "conll, spans (JSONL with character offsets), cluener, or hub; auto: hub without a train file, else "
+            "from the extension (.jsonl/.json: the layout of the first line)",
+            choices=FORMATS,
+        ),
+        Option("train", "path", None, "training file (exactly one of train, dataset, dataset_path)"),
+        Option("validation", "path", None, "validation file (default: carved from train, validation_fraction)"),
+        Option("test", "path", None, "test file (default: carved from train, test_fraction)"),
+        Option("dataset", "str", None, "Hugging Face Hub dataset id (e.g. eriktks/conll2003); offline: cached only"),
+        Option("dataset_path", "path", None, "local dataset folder (Parquet/JSONL/Arrow files by split, save_to_disk)"),
+        Option("dataset_config", "str", None, "config (subset) name of the dataset"),
+        Option("train_split", "str", "train", "split of the dataset used for training"),
+        Option("validation_split", "str", "validation", "dataset split for validation (absent: carved from train)"),
+        Option("test_split", "str", "test", "dataset split for testing (absent: carved from train)"),
+        Option("tokens_column", "str", "tokens", "dataset column of the word lists"),
+        Option("tags_column", "str", "ner_tags", "dataset column of the tags (ClassLabel names are used)"),
+        Option("encoding", "str", "utf-8", "text encoding of the data files"),
+        Option("delimiter", "str", "auto", "CoNLL column separator; auto: tab if the first line has one", DELIMITERS),
+        Option("token_column", "int", 0, "CoNLL column of the token (0-based; negative counts from the end)"),
+        Option("tag_column", "int", -1, "CoNLL column of the tag (0-based; negative counts from the end)"),
+        Option("scheme", "str", "auto", "tagging scheme of the data, normalised to IOB2; auto: detected", SCHEMES),
+        Option("text_key", "str", "text", "JSONL key of the text"),
+        Option("entities_key", "str", None, "JSONL key of the entities (default: entities; cluener: label)"),
+        Option("span_keys", "list[str]", ["start", "end", "label"], "spans: keys of an entity's start, end, type"),
+        Option(
+            "tokenization",
+            "str",
+            "auto",
+            "span data: word (word_pattern) or char tokens; auto: char when most texts have no whitespace",
+            TOKENIZATIONS,
+        ),
+        Option("word_pattern", "str", r"\S+", r"regular expression of a word (e.g. \w+|[^\w\s] splits punctuation)"),
+        Option("entity_types", "list[str]", None, "the entity types (default: ClassLabel names, else those in train)"),
+        Option(
+            "label_all_subtokens",
+            "bool",
+            False,
+            "train every sub-token of a word (later ones with the I- tag), not only the first",
+        ),
+        Option("validation_fraction", "float", 0.1, "share of train carved out as validation when there is none"),
+        Option("test_fraction", "float", 0.1, "share of train carved out as test when there is none"),
+        Option(
+            "data_seed",
+            "int",
+            0,
+            "seed of carving and subsampling; shared by all cells (the cell seed never changes the data)",
+        ),
+    )
+
+    def check(self, options: Mapping[str, Any], where: str, ctx: CheckContext) -> list[Problem]:
+        return check_files(options, where)
+
+    def setup(self, options: Mapping[str, Any], ctx: CellContext) -> NerRun:
+        from .run import NerRun
+
+        budget = ctx.budget
+        splits = load_splits(options, max_train_examples=budget.max_train_examples, eval_size=budget.eval_size)
+        return NerRun(
+            splits,
+            max_length=budget.max_length,
+            label_all_subtokens=options["label_all_subtokens"],
+            progress=ctx.progress,
+        )
+
+
+@hookimpl
+def harness_register_tasks(register: Any) -> None:
+    register(NerTask())
