@@ -1,0 +1,75 @@
+"""The translation task inside a cell's worker: text-to-text generation scored with sacreBLEU (heavy)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import sacrebleu
+from sacrebleu.metrics import BLEU, CHRF
+
+from harness.errors import HarnessError
+from harness.prompts import TRANSLATION
+from harness.text2text import GenerationSettings, TextToTextRun
+from harness.textpairs import PairSplits
+
+from . import data
+
+
+def reference_streams(references: Sequence[Sequence[str]]) -> list[list[str | None]]:
+    """Per-example reference lists as sacreBLEU's reference streams (``None`` where an example has fewer)."""
+    width = max((len(r) for r in references), default=1)
+    return [[refs[k] if k < len(refs) else None for refs in references] for k in range(width)]
+
+
+def bleu_chrf(
+    predictions: Sequence[str], references: Sequence[Sequence[str]], *, target_lang: str, tokenize: str | None = None
+) -> dict[str, float]:
+    """sacreBLEU corpus BLEU and chrF (0–100) of ``predictions`` against all references of each example; BLEU's
+    tokenizer is ``tokenize``, else sacreBLEU's default for ``target_lang``."""
+    streams = reference_streams(references)
+    bleu = BLEU(tokenize=tokenize, trg_lang=target_lang).corpus_score(list(predictions), streams)
+    chrf = CHRF().corpus_score(list(predictions), streams)
+    return {"bleu": float(bleu.score), "chrf": float(chrf.score)}
+
+
+class TranslationRun(TextToTextRun):
+    """Translation for one cell: corpus BLEU (``bleu``) and chrF (``chrf``) on the 0–100 scale."""
+
+    def __init__(
+        self,
+        splits: PairSplits,
+        options: Mapping[str, Any],
+        *,
+        family: str,
+        max_length: int,
+        progress: Callable[[str, int, int], None] | None = None,
+    ) -> None:
+        self.target_lang = options["target_lang"]
+        self.bleu_tokenize = options.get("bleu_tokenize")
+        streams = reference_streams([e.references for e in splits.test])
+        try:
+            bleu = BLEU(tokenize=self.bleu_tokenize, trg_lang=self.target_lang, references=streams)
+        except (ImportError, RuntimeError) as exc:  # e.g. ja-mecab without its optional dependency
+            raise HarnessError(f"sacreBLEU cannot tokenize for {self.target_lang!r}: {exc}") from None
+        chrf = CHRF(references=streams)
+        super().__init__(
+            splits,
+            family=family,
+            template=TRANSLATION.choose(family, options.get("prompt")),
+            input_field=TRANSLATION.input_field,
+            values=data.prompt_values(options),
+            max_length=max_length,
+            max_target_length=options["max_target_length"],
+            generation=GenerationSettings.from_options(options),
+            primary_metric=options["primary_metric"],
+            metadata={
+                "metric_library": f"sacrebleu {sacrebleu.__version__}",
+                "bleu_signature": str(bleu.get_signature()),
+                "chrf_signature": str(chrf.get_signature()),
+            },
+            progress=progress,
+        )
+
+    def score(self, predictions: Sequence[str], references: Sequence[Sequence[str]]) -> dict[str, float]:
+        return bleu_chrf(predictions, references, target_lang=self.target_lang, tokenize=self.bleu_tokenize)
