@@ -15,6 +15,8 @@ examples.
 * ``jsonl``: one JSON object a line; blank lines are skipped.
 * ``csv``: a header line, then rows with RFC 4180 quoting.
 * ``tsv``: a header line, then one row a line split on tabs, without quoting (a quote is text).
+* ``po`` (translation only): a gettext message catalogue read with ``polib``: each translated entry's ``msgid`` is
+  the source and its ``msgstr`` the target; the header, untranslated, fuzzy, obsolete and plural entries are left out.
 
 **Columns.** A column is a key of the record; when no key has that exact name, dots address nested objects:
 ``translation.en`` reads ``{"translation": {"en": ...}}`` (the hub's translation shape), ``summary.challenge``
@@ -48,7 +50,9 @@ from .datahub import dataset_cached, load_hub_split
 from .errors import HarnessError, Problem
 from .options import Option
 
-FORMATS = ("auto", "parallel", "jsonl", "csv", "tsv")
+FORMATS = ("auto", "parallel", "po", "jsonl", "csv", "tsv")
+#: Formats where each file already pairs sources with targets, without columns (translation only).
+PAIRED_FORMATS = ("parallel", "po")
 _EXTENSIONS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".tsv": "tsv", ".tab": "tsv"}
 _MISSING: Any = object()
 
@@ -92,7 +96,7 @@ class Columns:
 def pair_data_options(*, parallel: bool) -> tuple[Option, ...]:
     """The data options of a text-pair task (columns are declared by each task)."""
     targets = [Option(f"{s}_target", "path", None, f"parallel: target-side file of {s}, line-aligned") for s in SPLITS]
-    formats = FORMATS if parallel else tuple(f for f in FORMATS if f != "parallel")
+    formats = FORMATS if parallel else tuple(f for f in FORMATS if f not in PAIRED_FORMATS)
     return (
         Option("format", "str", "auto", "auto: parallel with <split>_target, else by extension", choices=formats),
         Option("train", "path", None, "training file (required unless dataset is set)"),
@@ -137,6 +141,22 @@ def read_parallel(source: Path, target: Path, encoding: str, split: str) -> list
             "they must match line by line"
         )
     return [TextPair(f"{split}-{i}", s, (t,)) for i, (s, t) in enumerate(zip(sources, targets, strict=True))]
+
+
+def read_po(path: Path, split: str) -> list[TextPair]:
+    """Pairs from a gettext catalogue: translated, current, non-fuzzy singular entries (``msgid`` → ``msgstr``);
+    ids carry the entry's line number."""
+    import polib
+
+    try:
+        catalogue = polib.pofile(str(path))
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise HarnessError(f"{path}: not a readable gettext catalogue ({exc})") from None
+    return [
+        TextPair(f"{split}-{entry.linenum}", entry.msgid, (entry.msgstr,))
+        for entry in catalogue
+        if entry.msgid and entry.msgstr and not entry.fuzzy and not entry.obsolete
+    ]
 
 
 def read_records(path: Path, fmt: str, encoding: str) -> list[tuple[str, Mapping[str, Any]]]:
@@ -255,6 +275,8 @@ def _read_split(
             if not target:
                 raise HarnessError(f"{path}: format parallel needs {split}_target (the target-side file)")
             pairs, from_records = read_parallel(path, Path(target), options["encoding"], split), False
+        elif fmt == "po":
+            pairs, from_records = read_po(path, split), False
         else:
             pairs = pairs_from_records(read_records(path, fmt, options["encoding"]), columns, split, seen)
     if not pairs:
@@ -347,6 +369,8 @@ def check_pairs(options: Mapping[str, Any], columns: Columns, where: str, offlin
             continue
         if target:
             add(f"{split}_target", f"only used with format parallel ({split} is {fmt})")
+        if fmt == "po":
+            continue
         first = _first_record(Path(path), fmt, options["encoding"])
         if isinstance(first, str):
             add(split, first)

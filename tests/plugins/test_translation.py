@@ -233,3 +233,52 @@ def test_cell_on_a_tiny_model_records_bleu_recomputable_from_predictions(tmp_pat
     info = record.metric_info
     assert info["metric_library"].startswith("sacrebleu 2.") and info["bleu_signature"].startswith("nrefs:1|case:mixed")
     assert info["chrf_signature"].startswith("nrefs:1|") and "{source}" in info["prompt_template"]
+
+
+PO = '''# German translation.
+msgid ""
+msgstr ""
+"Content-Type: text/plain; charset=UTF-8\\n"
+
+msgid "Save"
+msgstr "Sichern"
+
+#, fuzzy
+msgid "Delete"
+msgstr "Entfernen"
+
+msgid "Log out"
+msgstr ""
+
+msgid "one item"
+msgid_plural "%(count)s items"
+msgstr[0] "ein Element"
+msgstr[1] "%(count)s Elemente"
+
+msgid "Change password"
+msgstr "Passwort ändern"
+'''
+
+
+def test_po_catalogue_pairs_translated_singular_entries(tmp_path):
+    from harness.textpairs import read_po
+
+    path = tmp_path / "django.po"
+    path.write_text(PO, encoding="utf-8")
+    pairs = read_po(path, "train")
+    assert [(p.source, p.target) for p in pairs] == [("Save", "Sichern"), ("Change password", "Passwort ändern")]
+    assert all(p.id.startswith("train-") for p in pairs)
+
+
+def test_django_catalogues_are_the_offline_default(tmp_path):
+    import importlib.util
+
+    if importlib.util.find_spec("django") is None:
+        pytest.skip("django (offline extra) is not installed")
+    from harness.paths import resolve_path
+    from harness.textpairs import read_po
+
+    train = read_po(resolve_path("pkg:django/conf/locale/de/LC_MESSAGES/django.po"), "train")
+    test = read_po(resolve_path("pkg:django/contrib/admin/locale/de/LC_MESSAGES/django.po"), "test")
+    assert len(train) > 300 and len(test) > 150
+    assert ("Static Files", "Statische Dateien") in [(p.source, p.target) for p in train]
