@@ -13,7 +13,6 @@ import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,22 +20,15 @@ from .components import CellContext, TaskRun
 from .measure import GpuMemoryMeter, peak_rss_bytes, synchronize
 from .plan import Cell
 from .records import Memory, Params, Record, Timing, Training, cell_record
+from .store import ARTIFACT, LOG, PREDICTIONS, STEPS, now
 
 if TYPE_CHECKING:  # pragma: no cover
     from .host import PluginHost
 
-LOG_FILE = "cell.log"
-PREDICTIONS_FILE = "predictions.jsonl"
-STEPS_FILE = "steps.json"
-ARTIFACT_DIR = "artifact"
 #: Prefixes wrappers add to parameter names (PEFT, DDP, torch.compile), stripped before matching head prefixes.
 WRAPPER_PREFIXES = ("base_model.model.", "module.", "_orig_mod.")
 
 Progress = Callable[[str, int, int], None]
-
-
-def utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 @dataclass
@@ -46,7 +38,7 @@ class CellState:
     cell: Cell
     attempt: str
     device: str
-    started_at: str = field(default_factory=utc_now)
+    started_at: str = field(default_factory=now)
     started: float = field(default_factory=time.perf_counter)
     timing: dict[str, Any] = field(default_factory=dict)
     memory: dict[str, Any] = field(default_factory=dict)
@@ -86,8 +78,8 @@ class CellState:
             training=self.training,
             env={**self.env, "attempt": self.attempt, "device": self.device},
             started_at=self.started_at,
-            finished_at=utc_now(),
-            log=LOG_FILE,
+            finished_at=now(),
+            log=LOG,
             predictions=self.predictions,
         )
 
@@ -203,7 +195,8 @@ def run_cell(
     model = strategy.apply(run.build_model(loaded), run, cell.strategy_options, ctx)
     model.to(device)
     synchronize(device)
-    state.timing["load_s"] = time.perf_counter() - load_started
+    state.timing["one_off_s"] = loaded.one_off_s or None
+    state.timing["load_s"] = time.perf_counter() - load_started - loaded.one_off_s
     state.params = count_params(model, run.head_prefixes)
     progress("load", 1, 1)
 
@@ -244,9 +237,10 @@ def run_cell(
             "host_step_s": list(outcome.host_step_times),
             "loss": list(outcome.losses),
         }
-        (out_dir / STEPS_FILE).write_text(json.dumps(steps_doc) + "\n", encoding="utf-8")
+        (out_dir / STEPS).write_text(json.dumps(steps_doc) + "\n", encoding="utf-8")
 
     progress("eval", 0, 1)
+    run.prepare("test")  # encoding is not inference: keep it out of eval_s and eval throughput
     eval_started = time.perf_counter()
     result = run.evaluate(model, "test", cell.budget.eval_batch_size, device)
     synchronize(device)
@@ -257,10 +251,10 @@ def run_cell(
         eval_tokens_per_s=result.tokens / eval_s if eval_s > 0 else None,
     )
     state.metrics = {k: float(v) for k, v in result.metrics.items()}
-    write_predictions(out_dir / PREDICTIONS_FILE, result.predictions)
-    state.predictions = PREDICTIONS_FILE
+    write_predictions(out_dir / PREDICTIONS, result.predictions)
+    state.predictions = PREDICTIONS
     progress("eval", 1, 1)
 
     if save_artifacts:
-        save_artifact(model, out_dir / ARTIFACT_DIR)
+        save_artifact(model, out_dir / ARTIFACT)
     return state.record("ok")

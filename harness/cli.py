@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from . import __version__
-from .errors import HarnessError, ValidationError
+from .errors import HarnessError
 
 
 def _fail(exc: HarnessError) -> None:
@@ -23,9 +23,7 @@ class _Group(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except ValidationError as exc:
-            _fail(exc)
-        except HarnessError as exc:
+        except HarnessError as exc:  # ValidationError included: one line per problem
             _fail(exc)
 
 
@@ -102,7 +100,10 @@ def report(results: Path, fmt: str, output: Path | None) -> None:
     reporter = host.reporter(fmt)
     text = reporter.render(load_rows(results))
     if output:
-        output.write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")
+        try:
+            output.write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")
+        except OSError as exc:
+            raise HarnessError(f"{output}: cannot write the report ({exc.strerror or exc})") from None
     else:
         click.echo(text)
 

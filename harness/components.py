@@ -92,6 +92,9 @@ class LoadedModel(abc.ABC):
 
     #: One of :data:`FAMILIES`.
     family: str = "encoder"
+    #: Seconds of one-off preparation spent while loading (a cache built on first use, e.g. a dequantised copy);
+    #: the cell leaves them out of ``load_s`` and records them as ``timing.one_off_s``.
+    one_off_s: float = 0.0
 
     @abc.abstractmethod
     def tokenizer(self) -> Any:
@@ -131,6 +134,20 @@ class TaskRun(abc.ABC):
     @abc.abstractmethod
     def evaluate(self, model: Any, split: str, batch_size: int, device: str) -> EvalResult:
         """Score ``model`` on ``split``; predictions carry ``id``, ``input``, ``prediction``, ``reference``."""
+
+    def loss_units(self, batch: Mapping[str, Any]) -> int:
+        """How many units the model's loss averages over in a collated batch: examples for one label per example,
+        labelled tokens (``labels != -100``) for token-level labels. Micro-batches of one optimizer step are weighted
+        by their share of units, so the accumulated gradient equals the whole batch's."""
+        labels = batch.get("labels")
+        if labels is None or labels.dim() < 2:
+            return len(batch["input_ids"])
+        return int((labels != -100).sum())
+
+    def prepare(self, split: str) -> None:
+        """Do the one-off work of scoring ``split`` (encoding it) now, so evaluation time and throughput measure
+        inference alone; the cell calls it before starting the evaluation clock."""
+        self.examples(split)
 
     def length(self, example: Mapping[str, Any]) -> int:
         """Token length of an encoded example (length-grouped batching and token counts)."""

@@ -59,7 +59,8 @@ def cpu_model() -> str:
 
 
 def git_commit(cwd: Path | None = None) -> str | None:
-    """``git rev-parse HEAD`` of the repository containing ``cwd`` (default: the current directory)."""
+    """``git rev-parse HEAD`` of the repository containing ``cwd`` (default: the current directory, where the study
+    was started; ``harness_git_commit`` in the record is harness's own checkout, when it is one)."""
     return _run(["git", "rev-parse", "HEAD"], cwd=cwd or Path.cwd())
 
 
@@ -76,6 +77,15 @@ def _torch_info(device: str | None) -> dict[str, Any]:
         "cudnn": cudnn,
         "device_name": torch.cuda.get_device_name(0) if on_cuda else "CPU",
     }
+
+
+def _torch_threads() -> int | None:
+    """Intra-op CPU threads (part of bitwise reproducibility on CPU: cores // --jobs per cell)."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch.get_num_threads()
 
 
 def collect(
@@ -105,5 +115,7 @@ def collect(
         "hostname": socket.gethostname(),
         "suite_sha256": suite_sha256,
         "git_commit": git_commit(cwd),
+        "harness_git_commit": git_commit(Path(__file__).resolve().parent),
+        "torch_threads": _torch_threads(),
         "seed": seed,
     }

@@ -25,11 +25,15 @@ def plugin_inventory(host: PluginHost | None = None) -> dict[str, Any]:
 
 
 def _options(component: Any) -> list[dict[str, Any]]:
-    from .options import REQUIRED
-
     return [
-        {"name": o.name, "kind": o.kind, "default": None if o.default is REQUIRED else o.default,
-         "required": o.default is REQUIRED, "help": o.help}
+        {
+            "name": o.name,
+            "kind": o.kind,
+            "default": None if o.required else o.default,
+            "required": o.required,
+            "help": o.help,
+            **({"choices": list(o.choices)} if o.choices else {}),
+        }
         for o in component.options
     ]
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -153,24 +153,3 @@ def check_options(
         else:
             resolved[option.name] = option.default
     return resolved, problems
-
-
-@dataclass(frozen=True)
-class OptionTable:
-    """Options of one component, for the suite reference and ``harness plugins --json``."""
-
-    owner: str
-    options: tuple[Option, ...] = field(default_factory=tuple)
-
-    def describe(self) -> list[dict[str, Any]]:
-        return [
-            {
-                "name": o.name,
-                "kind": o.kind,
-                "default": None if o.required else o.default,
-                "required": o.required,
-                "help": o.help,
-                **({"choices": list(o.choices)} if o.choices else {}),
-            }
-            for o in self.options
-        ]

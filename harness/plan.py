@@ -66,7 +66,10 @@ class Cell:
 
     @property
     def key(self) -> str:
-        blob = json.dumps(self.config(), sort_keys=True, separators=(",", ":"), default=str)
+        """Hash of :meth:`config` without ``budget.timeout_s`` (a time limit changes no result)."""
+        config = self.config()
+        config["budget"].pop("timeout_s", None)
+        blob = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     @property

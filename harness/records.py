@@ -2,7 +2,7 @@
 
 Schema (version 1) — the JSON of :meth:`Record.to_json`, also what ``harness report --format json`` prints per
 cell: ``schema_version, key, suite, cell_id, task, strategy, model, seed, status (ok|failed|skipped), error,
-metrics {name: number}, primary_metric, metric_info {name: text}, params {total, trainable, trainable_pct, head}, timing {load_s, train_s,
+metrics {name: number}, primary_metric, metric_info {name: text}, params {total, trainable, trainable_pct, head}, timing {load_s, one_off_s, train_s,
 eval_s, total_s, train_samples_per_s, train_tokens_per_s, eval_samples_per_s, eval_tokens_per_s, step_s_median,
 step_s_p90, step_s_mean, step_s_stdev, step_count, warmup_steps_excluded, step_clock}, memory {peak_rss_bytes,
 gpu_peak_allocated_bytes, gpu_peak_reserved_bytes, gpu_start_allocated_bytes}, training {steps, epochs, samples,
@@ -38,6 +38,8 @@ class Params:
 @dataclass(frozen=True)
 class Timing:
     load_s: float | None = None
+    #: One-off preparation during loading (a model cache built by the first cell), excluded from ``load_s``.
+    one_off_s: float | None = None
     train_s: float | None = None
     eval_s: float | None = None
     total_s: float | None = None

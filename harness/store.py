@@ -7,6 +7,8 @@ Layout::
         record.json                                written atomically when the cell ends
         cell.log                                   the cell process's stdout and stderr
         predictions.jsonl                          per-example predictions (from the task)
+        steps.json                                 per-step times and losses
+        artifact/                                  the trained model, with --save-artifacts
         .lock                                      held while a run executes the cell
 
 Two runs on one directory never run the same cell twice at once (the second sees the lock and leaves the cell to
@@ -30,6 +32,8 @@ RECORD = "record.json"
 LOG = "cell.log"
 PREDICTIONS = "predictions.jsonl"
 PLAN = "plan.json"
+STEPS = "steps.json"
+ARTIFACT = "artifact"
 
 
 def now() -> str:

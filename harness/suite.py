@@ -1,7 +1,8 @@
 """Suite files (TOML): loading and validating everything before any model loads.
 
 A suite is data, never code. All problems are collected and reported together, each with its place in the file
-(``file:line: key.path: message``). See ``docs`` in the README for the full key reference.
+(``file:line: key.path: message``). The README's "Suite files" section shows the keys; every component's options
+are listed, with types and defaults, by ``harness plugins --json``.
 """
 
 from __future__ import annotations
@@ -196,6 +197,9 @@ def load_suite(path: str | Path, host: PluginHost) -> Suite:
             problems.append(Problem(kind, f"the suite declares no {kind}; add at least one [{kind}.NAME] table"))
     if not suite_opts.get("seeds"):
         problems.append(Problem("suite.seeds", "expected at least one seed"))
+    elif isinstance(suite_opts["seeds"], list) and len(set(suite_opts["seeds"])) != len(suite_opts["seeds"]):
+        repeated = sorted({s for s in suite_opts["seeds"] if suite_opts["seeds"].count(s) > 1})
+        problems.append(Problem("suite.seeds", f"seeds repeat: {repeated}; each seed runs once per cell"))
 
     if problems:
         raise ValidationError([_place(path, locator, p) for p in problems])

@@ -276,6 +276,18 @@ class TextToTextRun(TaskRun):
             for p, w, a in zip(prompts, whole.input_ids, alone, strict=True)
         ]
 
+    def loss_units(self, batch: Mapping[str, Any]) -> int:
+        """Target tokens the loss averages over; a causal LM predicts token t+1 from t, so its first label is
+        never scored."""
+        labels = batch["labels"]
+        if self.family == "decoder":
+            labels = labels[:, 1:]
+        return int((labels != -100).sum())
+
+    def prepare(self, split: str) -> None:
+        """Evaluation generates from prompts: encode those (not the training examples) before the clock starts."""
+        self.prompts(split)
+
     def examples(self, split: str) -> Sequence[Mapping[str, Any]]:
         """Training encodings of ``split``: ``input_ids`` and ``labels`` (see the module rules)."""
         if split not in self._encoded:

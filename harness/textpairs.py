@@ -46,7 +46,7 @@ from .datafiles import (
     read_text,
     split_lines,
 )
-from .datahub import dataset_cached, load_hub_split
+from .datahub import dataset_cached, datasets_offline, load_hub_split
 from .errors import HarnessError, Problem
 from .options import Option
 
@@ -344,7 +344,7 @@ def check_pairs(options: Mapping[str, Any], columns: Columns, where: str, offlin
             add(given[0], "give either dataset or files, not both")
         if not options.get("train_split"):
             add("train_split", "a training split is required")
-        if offline and not dataset_cached(options["dataset"]):
+        if (offline or datasets_offline()) and not dataset_cached(options["dataset"]):
             add("dataset", f"dataset {options['dataset']!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE "
                 "is set; download it first or give local files")  # fmt: skip
     elif not options.get("train"):

@@ -4,8 +4,9 @@ Protocol (the same for every strategy in a suite):
 
 * **Batches.** ``budget.batch_size`` is the *effective* batch: examples per optimizer step. Each step is split into
   ``budget.grad_accum_steps`` micro-batches of ``batch_size // grad_accum_steps`` examples (``batch_size`` must be a
-  multiple of ``grad_accum_steps``); each micro-batch loss is weighted by its share of the step's examples, so the
-  accumulated gradient equals the gradient of the mean loss over the whole batch. Every micro-batch is padded to its
+  multiple of ``grad_accum_steps``); each micro-batch loss is weighted by its share of the step's loss units
+  (``run.loss_units``: examples, or labelled tokens for token-level losses), so the accumulated gradient equals the
+  gradient of the mean loss over the whole batch. Every micro-batch is padded to its
   own longest member by ``run.collate`` — never to a fixed length. The last batch of an epoch may be smaller.
 * **Order.** A ``torch.Generator`` seeded with the cell seed draws a new permutation every epoch. With
   ``budget.length_grouped`` the permutation is cut into mega-batches of 50 batches, each mega-batch is sorted by
@@ -219,11 +220,15 @@ def train(
                 break
             timer.start()
             step_loss = None
-            for i in range(0, len(batch), micro):
-                part = batch[i : i + micro]
-                inputs = run.collate([examples[j] for j in part])
+            parts = [run.collate([examples[j] for j in batch[i : i + micro]]) for i in range(0, len(batch), micro)]
+            if len(parts) == 1:
+                weights = [1.0]
+            else:
+                units = [run.loss_units(p) for p in parts]
+                weights = [u / sum(units) for u in units] if sum(units) else [1.0 / len(parts)] * len(parts)
+            for inputs, weight in zip(parts, weights, strict=True):
                 tokens += _tokens(inputs)
-                loss = _loss(model(**_to_device(inputs, device))) * (len(part) / len(batch))
+                loss = _loss(model(**_to_device(inputs, device))) * weight
                 loss.backward()
                 step_loss = loss.detach() if step_loss is None else step_loss + loss.detach()
             if budget.max_grad_norm > 0:

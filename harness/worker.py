@@ -18,10 +18,10 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from .progress import PROGRESS_FILE
 from .records import write_json_atomic
+from .store import RECORD
 
-RECORD_FILE = "record.json"
-PROGRESS_FILE = "progress.json"
 PROGRESS_INTERVAL_S = 1.0
 
 
@@ -101,7 +101,7 @@ def run_spec(spec: dict[str, Any]) -> int:
             except Exception:  # the record matters more than its environment
                 state.env = {}
         record = state.record("failed", describe_error(exc))
-    write_json_atomic(out_dir / RECORD_FILE, record.to_json())
+    write_json_atomic(out_dir / RECORD, record.to_json())
     return 0 if record.status == "ok" else 1
 
 

@@ -4,7 +4,8 @@ transformers reads GGUF files (``from_pretrained(folder, gguf_file=...)``, needs
 dequantises them to full precision, which takes 10–25 s, and refuses to ``save_pretrained`` the result. So the first
 cell that opens a file rebuilds a plain copy — the same config and state dict, saved as safetensors with its
 tokenizer — in a cache folder keyed by the file's size and the SHA-256 of its first and last MiB; later cells load
-that copy in well under a second, with identical weights. The copy is written to a temporary folder and renamed into
+that copy in well under a second, with identical weights. The first cell's ``timing.one_off_s`` holds the
+conversion, kept out of its ``load_s`` (its peak RSS still includes the conversion). The copy is written to a temporary folder and renamed into
 place, so concurrent cells never see half of it. This module stays light: torch and transformers are imported only
 inside :meth:`GgufModel.model` and :meth:`GgufModel.tokenizer`, in the worker.
 """
@@ -16,6 +17,7 @@ import importlib.util
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
@@ -59,6 +61,7 @@ class GgufModel(LoadedModel):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        started = time.perf_counter()
         print(f"gguf: dequantising {self.gguf_file.name} once into {self.cache_dir}", flush=True)
         folder, name = str(self.gguf_file.parent), self.gguf_file.name
         tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
@@ -84,6 +87,7 @@ class GgufModel(LoadedModel):
                     raise
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+        self.one_off_s += time.perf_counter() - started
         return self.cache_dir
 
     def tokenizer(self) -> Any:

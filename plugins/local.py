@@ -44,6 +44,8 @@ def child_env(device: Device, jobs: int, base: dict[str, str] | None = None) -> 
     """The environment of a worker pinned to ``device`` (one of ``jobs`` concurrent CPU cells)."""
     env = dict(os.environ if base is None else base)
     env["CUDA_VISIBLE_DEVICES"] = device.cuda_visible_devices
+    # indices come from nvidia-smi, which numbers GPUs by PCI bus; CUDA's default order is fastest first
+    env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
     if device.kind == "cpu":
         threads = str(max(1, cpu_cores() // max(1, jobs)))
         for var in THREAD_VARS:

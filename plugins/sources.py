@@ -77,8 +77,10 @@ def family_from_config(config: Mapping[str, Any]) -> str:
 def _read_config(path: Path) -> dict[str, Any]:
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         raise HarnessError(f"{path}: not found; a model folder needs its config.json") from None
+    except OSError as exc:
+        raise HarnessError(f"{path}: cannot read ({exc.strerror or exc})") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise HarnessError(f"{path}: not valid JSON ({exc})") from None
     if not isinstance(config, dict):

@@ -210,3 +210,40 @@ def test_training_on_a_real_gpu_uses_cuda_events():
     assert outcome.clock == "cuda_events" and len(outcome.step_times) == outcome.steps == 32
     assert outcome.loss_last < 0.3 < 0.6 < outcome.loss_first
     assert run.evaluate(model, "test", 64, "cuda").metrics["accuracy"] >= 0.9
+
+
+class TokenToyRun(rt.ToyRun):
+    """Token-level labels (every token labelled with its id's parity, padding -100): examples differ in length, so
+    micro-batches differ in labelled tokens and must be weighted by them, not by examples."""
+
+    def collate(self, examples):
+        batch = super().collate(examples)
+        labels = (batch["input_ids"] % 2).masked_fill(batch["attention_mask"] == 0, -100)
+        return {**batch, "labels": labels}
+
+
+def test_grad_accumulation_weights_token_level_losses_by_labelled_tokens():
+    from transformers import BertConfig, BertForTokenClassification
+
+    def step_grads(**budget):
+        grads: list[torch.Tensor] = []
+
+        def capture(optimizer, args, kwargs):
+            if not grads:
+                grads.extend(p.grad.clone() for g in optimizer.param_groups for p in g["params"])
+
+        torch.manual_seed(0)
+        model = BertForTokenClassification(BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1,
+                                                      num_attention_heads=2, intermediate_size=64, num_labels=2,
+                                                      hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0))
+        handle = register_optimizer_step_pre_hook(capture)
+        try:
+            train(model, TokenToyRun(n_train=60, min_len=2, max_len=24), Budget(**{**FAST, **budget}), "cpu", 0)
+        finally:
+            handle.remove()
+        return grads
+
+    plain = step_grads(max_steps=1, batch_size=12)
+    accumulated = step_grads(max_steps=1, batch_size=12, grad_accum_steps=3)
+    for a, b in zip(accumulated, plain, strict=True):
+        assert torch.allclose(a, b, atol=1e-6, rtol=1e-4)
