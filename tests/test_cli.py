@@ -126,6 +126,21 @@ def test_run_validates_first_and_creates_nothing(suite_dir):
     assert not out.exists()
 
 
+def test_model_path_that_is_a_file_and_an_unwritable_report(suite_dir):
+    (suite_dir / "weights.bin").write_text("")
+    path = write(suite_dir, BASE.replace('source = "tiny"', 'source = "local"\npath = "weights.bin"'))
+    assert_usage_error(harness("validate", str(path)), "models.tiny.path", "config.json")
+    from helpers import make_cell
+
+    from harness.records import cell_record
+    from harness.store import ResultStore
+
+    cell = make_cell()
+    ResultStore(suite_dir / "results").write(cell, cell_record(cell, "ok", metrics={"accuracy": 0.5}))
+    target = suite_dir / "no" / "such" / "r.txt"
+    assert_usage_error(harness("report", str(suite_dir / "results"), "-o", str(target)), f"{target}: cannot write")
+
+
 def test_unwritable_output_directory(suite_dir):
     path = write(suite_dir, BASE)
     blocker = suite_dir / "a-file"

@@ -216,3 +216,15 @@ def test_cell_round_trips_through_json(tmp_path, toy_host):
     for cell in plan(load_suite(write(tmp_path, GOOD), toy_host), toy_host):
         again = Cell.from_json(cell.to_json())
         assert again == cell and again.key == cell.key
+
+
+def test_repeated_seeds_are_refused(tmp_path, toy_host):
+    found = problems(tmp_path, toy_host, GOOD.replace("seeds = [0, 1]", "seeds = [0, 1, 0]"))
+    assert any("suite.seeds: seeds repeat: [0]" in p for p in found), found
+
+
+def test_timeout_does_not_change_the_key(tmp_path, toy_host):
+    import dataclasses
+
+    cell = plan(load_suite(write(tmp_path, GOOD), toy_host), toy_host)[0]
+    assert dataclasses.replace(cell, budget=dataclasses.replace(cell.budget, timeout_s=60.0)).key == cell.key
