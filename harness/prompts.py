@@ -13,6 +13,11 @@ Built-in defaults (``source_lang`` / ``target_lang`` are language *names*, e.g. 
 * translation, encoder-decoder (T5 style): ``translate {source_lang} to {target_lang}: {source}``
 * summarization, decoder: ``Summarize the following text.\n{document}\nSummary:``
 * summarization, encoder-decoder (T5 style): ``summarize: {document}``
+* classification, decoder: ``Text: {text}\nChoose one of: {labels}.\nAnswer:``; with sentence pairs
+  ``Text 1: {text}\nText 2: {text_pair}\nChoose one of: {labels}.\nAnswer:`` (``{labels}``: the verbalised labels
+  joined with ``", "``)
+* classification, encoder-decoder (T5 style): ``classify: {text} options: {labels}``; with sentence pairs
+  ``classify: {text} pair: {text_pair} options: {labels}``
 
 How prompts meet the budget (see :mod:`harness.text2text`): when a prompt is longer than it may be, only the example's
 text (the ``input_field``) is cut, at a token boundary, so the instruction and the answer cue (``German:``) survive.
@@ -104,6 +109,21 @@ SUMMARIZATION = TaskPrompts(
     input_field="document",
 )
 
+CLASSIFICATION = TaskPrompts(
+    decoder="Text: {text}\nChoose one of: {labels}.\nAnswer:",
+    encoder_decoder="classify: {text} options: {labels}",
+    fields=("text", "text_pair", "labels"),
+    input_field="text",
+)
+
+#: Classification defaults for sentence pairs (``text_pair_column`` set); same fields as :data:`CLASSIFICATION`.
+CLASSIFICATION_PAIRS = TaskPrompts(
+    decoder="Text 1: {text}\nText 2: {text_pair}\nChoose one of: {labels}.\nAnswer:",
+    encoder_decoder="classify: {text} pair: {text_pair} options: {labels}",
+    fields=("text", "text_pair", "labels"),
+    input_field="text",
+)
+
 
 def text2text_options(
     prompts: TaskPrompts, *, max_target_length: int, max_new_tokens: int, stop: list[str]
@@ -140,3 +160,16 @@ def text2text_options(
             "strings that end an answer: generation stops at the first and the prediction is cut before it",
         ),
     )
+
+
+#: NER (:mod:`harness_plugins.ner.entities`): ``{text}`` is the sentence's words joined by spaces, ``{types}`` the
+#: entity types joined by ``", "``, ``{empty_answer}`` the answer meaning "no entities" (option, default ``none``).
+NER = TaskPrompts(
+    decoder=(
+        'Find the named entities ({types}) in the text. Answer as "type: entity; type: entity" in order of '
+        'appearance, or "{empty_answer}".\nText: {text}\nEntities:'
+    ),
+    encoder_decoder="ner: {text}",
+    fields=("text", "types", "empty_answer"),
+    input_field="text",
+)

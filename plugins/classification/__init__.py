@@ -1,37 +1,98 @@
-"""Text classification task ``classification``: a sequence-classification head on an encoder, accuracy and macro-F1.
+"""Text classification task ``classification``: accuracy and macro-F1 on encoder, decoder and encoder-decoder models.
+
+Encoders get a sequence-classification head (:mod:`harness_plugins.classification.run`). Decoders (causal LMs) and
+encoder-decoders run it as text-to-text (:mod:`harness_plugins.classification.text2text`): each label is rendered
+as a string by the *verbaliser* (the label name, or the ``verbalizer`` table's text for it), the prompt lists the
+verbalised labels (``{labels}``, templates in :mod:`harness.prompts`), training teaches the model to answer with the
+verbalised label, and ``decision`` picks how an answer is read: ``loglik`` scores every verbalised label as a
+continuation of the prompt and takes the most likely (multiple choice, as lm-eval does), ``generate`` generates
+greedily and parses the answer back to a label.
 
 Data comes from CSV, TSV, JSONL, a text file with a parallel label file (the TweetEval layout), or a Hugging Face
 dataset: a hub id (``dataset``) or a local dataset folder (``dataset_path``, see
 :mod:`harness_plugins.classification.hub`). Every cell of a suite uses the same split and the same subsample: carving and capping are seeded with ``data_seed``, never with the
 cell seed, so strategies and seeds are compared on identical data (see :mod:`harness_plugins.classification.data`).
 
-This module stays light (no torch); the run itself lives in :mod:`harness_plugins.classification.run`.
+This module stays light (no torch); the runs live in :mod:`harness_plugins.classification.run` (encoder) and
+:mod:`harness_plugins.classification.text2text` (decoder, encoder-decoder).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from harness.components import CellContext, CheckContext, Task
-from harness.errors import Problem
+from harness.errors import HarnessError, Problem
 from harness.hookspecs import hookimpl
-from harness.options import Option
+from harness.options import Option, did_you_mean
+from harness.prompts import CLASSIFICATION, CLASSIFICATION_PAIRS, TaskPrompts, template_fields, text2text_options
 
-from .data import FORMATS, check_files, load_splits
+from .data import FORMATS, check_files, load_splits, read_label_map
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .run import ClassificationRun
+    from harness.components import TaskRun
 
 METRICS = ("accuracy", "macro_f1")
+DECISIONS = ("loglik", "generate")
+
+
+def task_prompts(options: Mapping[str, Any]) -> TaskPrompts:
+    """The default templates for these options: :data:`~harness.prompts.CLASSIFICATION_PAIRS` with sentence pairs."""
+    return CLASSIFICATION_PAIRS if options.get("text_pair_column") else CLASSIFICATION
+
+
+def verbalise(labels: Sequence[str], table: Mapping[str, str] | None) -> dict[str, str]:
+    """Each label's text, in label order: the ``verbalizer`` table's value, else the label name itself.
+
+    Raises :class:`HarnessError` when the table names a label outside ``labels`` or the texts are not usable."""
+    problems = verbalizer_problems(table or {}, labels, "verbalizer")
+    if problems:
+        raise HarnessError(f"task option {problems[0]}")
+    table = table or {}
+    return {label: table.get(label, label) for label in labels}
+
+
+def verbalizer_problems(table: Mapping[str, Any], labels: Sequence[str] | None, where: str) -> list[Problem]:
+    """What is wrong with a ``verbalizer`` table: a label outside ``labels`` (when known), a text that is not a
+    non-empty string, or two labels whose texts are equal once stripped and casefolded (answers could not tell them
+    apart)."""
+    problems = []
+    for label, text in table.items():
+        if labels is not None and label not in labels:
+            hint = did_you_mean(label, list(labels))
+            problems.append(Problem(f"{where}.{label}", f"unknown label {label!r}{hint}; labels: {', '.join(labels)}"))
+        if not isinstance(text, str) or not text.strip():
+            problems.append(Problem(f"{where}.{label}", "expected a non-empty string (the label's text)"))
+    if not problems:
+        seen: dict[str, str] = {}
+        for label in labels if labels is not None else list(table):
+            key = str(table.get(label, label)).strip().casefold()
+            if key in seen:
+                problems.append(Problem(f"{where}.{label}", f"same text as label {seen[key]!r}; texts must differ"))
+            seen.setdefault(key, label)
+    return problems
+
+
+def _known_labels(options: Mapping[str, Any]) -> list[str] | None:
+    """The label set when it is known without reading the data (``labels`` option or ``label_map``), else ``None``."""
+    if options.get("labels"):
+        return list(options["labels"])
+    if options.get("label_map"):
+        try:
+            return list(read_label_map(options["label_map"], options["encoding"]).values())
+        except HarnessError:
+            return None  # check_files reports it
+    return None
 
 
 class ClassificationTask(Task):
-    """Single-label text (or sentence-pair) classification with a sequence-classification head."""
+    """Single-label text (or sentence-pair) classification: a sequence-classification head on encoders, verbalised
+    labels scored by log-likelihood or generated on decoders and encoder-decoders."""
 
     name: ClassVar[str] = "classification"
     description: ClassVar[str] = "text classification (CSV/TSV/JSONL/text files, hub datasets); accuracy, macro-F1"
-    families: ClassVar[frozenset[str]] = frozenset({"encoder"})
+    families: ClassVar[frozenset[str]] = frozenset({"encoder", "decoder", "encoder-decoder"})
     options: ClassVar[tuple[Option, ...]] = (
         Option(
             "format",
@@ -89,19 +150,82 @@ class ClassificationTask(Task):
             "seed of carving and subsampling; shared by all cells (the cell seed never changes the data)",
         ),
         Option("primary_metric", "str", "accuracy", "metric for early stopping and the comparison", choices=METRICS),
+        # -- decoder and encoder-decoder models (text-to-text); encoders ignore these ----------------------------
+        Option(
+            "verbalizer",
+            "table",
+            None,
+            "text-to-text: label -> the text standing for it in prompts, targets and answers (default: the label name)",
+        ),
+        Option(
+            "decision",
+            "str",
+            "loglik",
+            "text-to-text: loglik scores each verbalised label as the prompt's continuation and takes the most likely; "
+            "generate generates greedily and parses the answer",
+            choices=DECISIONS,
+        ),
+        Option(
+            "length_normalise",
+            "bool",
+            False,
+            "loglik: divide each label's summed log-probability by its number of tokens",
+        ),
+        *(
+            option
+            if option.name != "max_new_tokens"
+            else Option(
+                "max_new_tokens",
+                "int",
+                None,
+                "generate: tokens generated at most (default: the longest verbalised label in tokens + 2)",
+                minimum=1,
+            )
+            for option in text2text_options(CLASSIFICATION, max_target_length=32, max_new_tokens=1, stop=["\n"])
+        ),
     )
 
     def check(self, options: Mapping[str, Any], where: str, ctx: CheckContext) -> list[Problem]:
-        return check_files(options, where)
+        """The data files (:func:`~harness_plugins.classification.data.check_files`), the ``prompt`` template and the
+        ``verbalizer`` table; its labels are checked here when the label set is known without reading the data
+        (``labels``, ``label_map``), else when a cell loads the data."""
+        problems = check_files(options, where)
+        template = options.get("prompt")
+        if template is not None:
+            problems += CLASSIFICATION.problems(template, f"{where}.prompt")
+            fields = _template_fields(template)
+            if "text_pair" in fields and not options.get("text_pair_column"):
+                problems.append(Problem(f"{where}.prompt", "uses {text_pair} but text_pair_column is not set"))
+            if options.get("text_pair_column") and fields is not None and "text_pair" not in fields:
+                problems.append(
+                    Problem(f"{where}.prompt", "text_pair_column is set: the template must contain {text_pair}")
+                )
+        if options.get("verbalizer") is not None:
+            problems += verbalizer_problems(options["verbalizer"], _known_labels(options), f"{where}.verbalizer")
+        return problems
 
-    def setup(self, options: Mapping[str, Any], ctx: CellContext) -> ClassificationRun:
-        from .run import ClassificationRun
-
+    def setup(self, options: Mapping[str, Any], ctx: CellContext) -> TaskRun:
         budget = ctx.budget
         splits = load_splits(options, max_train_examples=budget.max_train_examples, eval_size=budget.eval_size)
+        family = ctx.cell.model_family
+        if family != "encoder":
+            from .text2text import TextClassificationRun
+
+            return TextClassificationRun(
+                splits, options, family=family, max_length=budget.max_length, progress=ctx.progress
+            )
+        from .run import ClassificationRun
+
         return ClassificationRun(
             splits, primary_metric=options["primary_metric"], max_length=budget.max_length, progress=ctx.progress
         )
+
+
+def _template_fields(template: str) -> tuple[str, ...] | None:
+    try:
+        return template_fields(template)
+    except ValueError:
+        return None  # reported by TaskPrompts.problems
 
 
 @hookimpl

@@ -1,12 +1,16 @@
-"""Named-entity recognition task ``ner``: a token-classification head on an encoder, entity-level F1 with seqeval.
+"""Named-entity recognition task ``ner`` on every model family; entity-level F1 with seqeval.
 
 Data: CoNLL-style files, span-annotated JSON lines (annotation-tool exports and the CLUENER2020 layout, turned into
 word or character tokens) and Hugging Face datasets with ``tokens`` and ``ner_tags`` columns (see
 :mod:`harness_plugins.ner.data`). Tags of any scheme are normalised to IOB2. Every cell of a suite uses the same split
 and subsample (``data_seed``, never the cell seed).
 
-This increment has the encoder path only (:mod:`harness_plugins.ner.run`); the text-to-text path for decoder and
-encoder-decoder models comes later, so cells with those models are planned as skipped.
+Encoder models get a token-classification head (:mod:`harness_plugins.ner.run`). Decoder (causal LM) and
+encoder-decoder models run as text-to-text (:mod:`harness_plugins.ner.text2text`): the prompt
+(:data:`harness.prompts.NER`, or the ``prompt`` option, with fields ``{text}``, ``{types}``, ``{empty_answer}``;
+default templates there) asks for the entities as
+``type: surface; type: surface`` or ``none`` (:mod:`harness_plugins.ner.entities`); answers are parsed back to
+IOB2 tags and scored by the same seqeval function, so the metrics of both paths compare directly.
 
 This module stays light (no torch).
 """
@@ -20,13 +24,16 @@ from harness.components import CellContext, CheckContext, Task
 from harness.errors import Problem
 from harness.hookspecs import hookimpl
 from harness.options import Option
+from harness.prompts import NER, text2text_options
 
 from .data import DELIMITERS, FORMATS, check_files, load_splits
+from .entities import EMPTY_ANSWER
 from .spans import TOKENIZATIONS
 from .tags import SCHEMES
 
 if TYPE_CHECKING:  # pragma: no cover
     from .run import NerRun
+    from .text2text import NerTextRun
 
 
 class NerTask(Task):
@@ -35,9 +42,9 @@ class NerTask(Task):
     name: ClassVar[str] = "ner"
     description: ClassVar[str] = (
         "named-entity recognition (CoNLL, span JSONL, CLUENER, hub); seqeval entity F1; "
-        "encoder models (text-to-text path for decoders to come)"
+        "encoder, decoder and encoder-decoder models"
     )
-    families: ClassVar[frozenset[str]] = frozenset({"encoder"})
+    families: ClassVar[frozenset[str]] = frozenset({"encoder", "decoder", "encoder-decoder"})
     options: ClassVar[tuple[Option, ...]] = (
         Option(
             "format",
@@ -81,6 +88,14 @@ class NerTask(Task):
             False,
             "train every sub-token of a word (later ones with the I- tag), not only the first",
         ),
+        *text2text_options(NER, max_target_length=64, max_new_tokens=64, stop=["\n"]),
+        Option(
+            "empty_answer",
+            "str",
+            EMPTY_ANSWER,
+            'text-to-text answer for a sentence without entities; others read "type: entity; type: entity" with the '
+            "data's type names, entities in order (decoder and encoder-decoder models)",
+        ),
         Option("validation_fraction", "float", 0.1, "share of train carved out as validation when there is none"),
         Option("test_fraction", "float", 0.1, "share of train carved out as test when there is none"),
         Option(
@@ -92,13 +107,25 @@ class NerTask(Task):
     )
 
     def check(self, options: Mapping[str, Any], where: str, ctx: CheckContext) -> list[Problem]:
-        return check_files(options, where)
+        problems = check_files(options, where)
+        if options.get("prompt") is not None:
+            problems += NER.problems(options["prompt"], f"{where}.prompt")
+        empty = options["empty_answer"].strip()
+        if not empty or ";" in empty or ":" in empty:
+            problems.append(Problem(f"{where}.empty_answer", "expected a non-blank answer without ';' or ':'"))
+        return problems
 
-    def setup(self, options: Mapping[str, Any], ctx: CellContext) -> NerRun:
-        from .run import NerRun
-
+    def setup(self, options: Mapping[str, Any], ctx: CellContext) -> NerRun | NerTextRun:
         budget = ctx.budget
         splits = load_splits(options, max_train_examples=budget.max_train_examples, eval_size=budget.eval_size)
+        if ctx.cell.model_family != "encoder":
+            from .text2text import NerTextRun
+
+            return NerTextRun(
+                splits, options, family=ctx.cell.model_family, max_length=budget.max_length, progress=ctx.progress
+            )
+        from .run import NerRun
+
         return NerRun(
             splits,
             max_length=budget.max_length,
