@@ -48,3 +48,39 @@ def pad_batch(
         if key not in batch:
             batch[key] = torch.tensor([e[key] for e in examples])
     return batch
+
+
+def argmax_predictions(
+    model: Any,
+    run: Any,
+    examples: Sequence[Mapping[str, Any]],
+    batch_size: int,
+    device: str,
+    progress: Any = None,
+) -> tuple[list[Any], int]:
+    """Batched no-grad inference in eval mode: each example's ``logits.argmax(-1)`` as a Python value (a label id for
+    sequence heads, a list per token for token heads), in the examples' order, and the non-padding tokens seen.
+
+    Examples are batched by similar length (less padding) through ``run.collate``; labels are dropped before the
+    forward pass; the model's train/eval mode is restored afterwards. ``progress`` gets ``("eval", done, total)``.
+    """
+    order = sorted(range(len(examples)), key=lambda i: len(examples[i]["input_ids"]))
+    predicted: list[Any] = [None] * len(examples)
+    tokens = 0
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for start in range(0, len(order), batch_size):
+                index = order[start : start + batch_size]
+                batch = run.collate([examples[i] for i in index])
+                batch.pop("labels", None)
+                tokens += int(batch["attention_mask"].sum())
+                best = model(**{k: v.to(device) for k, v in batch.items()}).logits.argmax(dim=-1).tolist()
+                for i, value in zip(index, best, strict=True):
+                    predicted[i] = value
+                if progress is not None:
+                    progress("eval", min(start + batch_size, len(order)), len(order))
+    finally:
+        model.train(was_training)
+    return predicted, tokens

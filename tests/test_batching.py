@@ -41,3 +41,28 @@ def test_bad_arguments():
         pad_batch([], {"input_ids": 0})
     with pytest.raises(ValueError, match="padding_side"):
         pad_batch(EXAMPLES, {"input_ids": 0}, padding_side="middle")
+
+
+def test_argmax_predictions_in_example_order_without_labels_and_mode_restored():
+    from types import SimpleNamespace
+
+    from harness.batching import argmax_predictions
+
+    class Echo(torch.nn.Module):
+        """Predicts each example's length parity; fails if labels reach it."""
+
+        def forward(self, input_ids, attention_mask):
+            lengths = attention_mask.sum(dim=1)
+            return SimpleNamespace(logits=torch.nn.functional.one_hot(lengths % 2, 2).float())
+
+    class Run:
+        def collate(self, examples):
+            return pad_batch(examples, {"input_ids": 0})
+
+    examples = [{"input_ids": list(range(n)), "labels": 1} for n in (5, 2, 3, 8, 1)]
+    model = Echo().train()
+    calls = []
+    predicted, tokens = argmax_predictions(model, Run(), examples, 2, "cpu", lambda *a: calls.append(a))
+    assert predicted == [1, 0, 1, 0, 1]  # file order, although batched shortest first
+    assert tokens == 19 and model.training
+    assert calls[-1] == ("eval", 5, 5)

@@ -6,11 +6,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Callable
 
 import sklearn
-import torch
 from sklearn.metrics import accuracy_score, f1_score
 from transformers import AutoModelForSequenceClassification
 
-from harness.batching import pad_batch
+from harness.batching import argmax_predictions, pad_batch
 from harness.components import EvalResult, LoadedModel, TaskRun
 
 from .data import Splits
@@ -94,24 +93,7 @@ class ClassificationRun(TaskRun):
         ``macro_f1`` averages F1 over the labels present in the references or predictions (scikit-learn's default),
         with ``zero_division=0``."""
         encoded, source = self.examples(split), self.splits[split]
-        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]["input_ids"]))
-        predicted = [0] * len(encoded)
-        tokens = 0
-        was_training = model.training
-        model.eval()
-        try:
-            with torch.no_grad():
-                for start in range(0, len(order), batch_size):
-                    index = order[start : start + batch_size]
-                    batch = self.collate([encoded[i] for i in index])
-                    batch.pop("labels")
-                    tokens += int(batch["attention_mask"].sum())
-                    logits = model(**{k: v.to(device) for k, v in batch.items()}).logits
-                    for i, p in zip(index, logits.argmax(dim=-1).tolist(), strict=True):
-                        predicted[i] = p
-                    self._progress("eval", min(start + batch_size, len(order)), len(order))
-        finally:
-            model.train(was_training)
+        predicted, tokens = argmax_predictions(model, self, encoded, batch_size, device, self._progress)
         references = [e["labels"] for e in encoded]
         metrics = {
             "accuracy": float(accuracy_score(references, predicted)),

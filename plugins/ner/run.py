@@ -20,11 +20,10 @@ from collections.abc import Mapping, Sequence
 from importlib.metadata import version
 from typing import Any, Callable
 
-import torch
 from seqeval.metrics import accuracy_score, classification_report, f1_score, precision_score, recall_score
 from transformers import AutoModelForTokenClassification
 
-from harness.batching import pad_batch
+from harness.batching import argmax_predictions, pad_batch
 from harness.components import EvalResult, LoadedModel, TaskRun
 from harness.errors import HarnessError
 
@@ -188,26 +187,12 @@ class NerRun(TaskRun):
     def evaluate(self, model: Any, split: str, batch_size: int, device: str) -> EvalResult:
         """Batched no-grad inference in eval mode (batches of similar length, results in file order)."""
         encoded, sentences = self.examples(split), self.splits[split]
-        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]["input_ids"]))
-        predicted: list[list[str]] = [[] for _ in encoded]
-        tokens = 0
+        rows, tokens = argmax_predictions(model, self, encoded, batch_size, device, self._progress)
         left = self._tokenizer.padding_side == "left"
-        was_training = model.training
-        model.eval()
-        try:
-            with torch.no_grad():
-                for start in range(0, len(order), batch_size):
-                    index = order[start : start + batch_size]
-                    batch = self.collate([encoded[i] for i in index])
-                    batch.pop("labels")
-                    tokens += int(batch["attention_mask"].sum())
-                    best = model(**{k: v.to(device) for k, v in batch.items()}).logits.argmax(dim=-1).tolist()
-                    for i, row in zip(index, best, strict=True):
-                        n = len(encoded[i]["input_ids"])
-                        predicted[i] = self.word_tags(split, i, row[len(row) - n :] if left else row[:n])
-                    self._progress("eval", min(start + batch_size, len(order)), len(order))
-        finally:
-            model.train(was_training)
+        predicted: list[list[str]] = []
+        for i, row in enumerate(rows):  # drop each row's padding, then map sub-tokens back to words
+            n = len(encoded[i]["input_ids"])
+            predicted.append(self.word_tags(split, i, row[len(row) - n :] if left else row[:n]))
         references = [list(s.tags) for s in sentences]
         metrics = {
             **score(references, predicted),
