@@ -5,7 +5,8 @@ Heavy (imports torch): import it from a task's worker-side module, not from a pl
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -50,6 +51,18 @@ def pad_batch(
     return batch
 
 
+@contextmanager
+def inference(model: Any) -> Iterator[None]:
+    """Eval mode without gradients for the block; the model's train/eval mode is restored afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        model.train(was_training)
+
+
 def argmax_predictions(
     model: Any,
     run: Any,
@@ -67,20 +80,15 @@ def argmax_predictions(
     order = sorted(range(len(examples)), key=lambda i: len(examples[i]["input_ids"]))
     predicted: list[Any] = [None] * len(examples)
     tokens = 0
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            for start in range(0, len(order), batch_size):
-                index = order[start : start + batch_size]
-                batch = run.collate([examples[i] for i in index])
-                batch.pop("labels", None)
-                tokens += int(batch["attention_mask"].sum())
-                best = model(**{k: v.to(device) for k, v in batch.items()}).logits.argmax(dim=-1).tolist()
-                for i, value in zip(index, best, strict=True):
-                    predicted[i] = value
-                if progress is not None:
-                    progress("eval", min(start + batch_size, len(order)), len(order))
-    finally:
-        model.train(was_training)
+    with inference(model):
+        for start in range(0, len(order), batch_size):
+            index = order[start : start + batch_size]
+            batch = run.collate([examples[i] for i in index])
+            batch.pop("labels", None)
+            tokens += int(batch["attention_mask"].sum())
+            best = model(**{k: v.to(device) for k, v in batch.items()}).logits.argmax(dim=-1).tolist()
+            for i, value in zip(index, best, strict=True):
+                predicted[i] = value
+            if progress is not None:
+                progress("eval", min(start + batch_size, len(order)), len(order))
     return predicted, tokens

@@ -38,9 +38,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import torch
-
-from .batching import pad_batch
+from .batching import inference, pad_batch
 from .components import EvalResult, LoadedModel, TaskRun
 from .errors import HarnessError
 from .prompts import render
@@ -398,13 +396,8 @@ class TextToTextRun(TaskRun):
         ``references`` (all of them, when there are several), ``prompt`` (as the model was given it) and
         ``prompt_truncated``. Throughput counts the prompts' tokens."""
         examples, prompts = self.splits[split], self.prompts(split)
-        was_training = model.training
-        model.eval()
-        try:
-            with torch.no_grad():
-                answers = self.generate(model, prompts, self.generation.batch_size or batch_size, device)
-        finally:
-            model.train(was_training)
+        with inference(model):
+            answers = self.generate(model, prompts, self.generation.batch_size or batch_size, device)
         references = [self.references(e) for e in examples]
         metrics = {k: float(v) for k, v in self.score(answers, references).items()}
         metrics["n"] = float(len(examples))

@@ -30,7 +30,7 @@ import sklearn
 import torch
 from sklearn.metrics import accuracy_score, f1_score
 
-from harness.batching import pad_batch
+from harness.batching import inference, pad_batch
 from harness.components import EvalResult
 from harness.text2text import IGNORE_INDEX, GenerationSettings, Prompt, TextToTextRun
 
@@ -219,18 +219,13 @@ class TextClassificationRun(TextToTextRun):
         with ``loglik`` also ``scores`` (label -> the decision's score: the sum, or the mean with
         ``length_normalise``) and ``label_tokens`` (label -> tokens scored); with ``generate`` the ``generation``."""
         examples = self.splits[split]
-        was_training = model.training
-        model.eval()
-        try:
-            with torch.no_grad():
-                if self.decision == "loglik":
-                    prompts = self.scoring_inputs(split)[0]
-                    raw = self.loglik(model, split, batch_size, device)
-                else:
-                    prompts = self.prompts(split)
-                    answers = self.generate(model, prompts, self.generation.batch_size or batch_size, device)
-        finally:
-            model.train(was_training)
+        with inference(model):
+            if self.decision == "loglik":
+                prompts = self.scoring_inputs(split)[0]
+                raw = self.loglik(model, split, batch_size, device)
+            else:
+                prompts = self.prompts(split)
+                answers = self.generate(model, prompts, self.generation.batch_size or batch_size, device)
         rows, predicted = [], []
         for k, (example, prompt) in enumerate(zip(examples, prompts, strict=True)):
             row: dict[str, Any] = {

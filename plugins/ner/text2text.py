@@ -16,8 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from importlib.metadata import version
 from typing import Any
 
-import torch
-
+from harness.batching import inference
 from harness.components import EvalResult
 from harness.errors import HarnessError
 from harness.prompts import NER
@@ -96,13 +95,8 @@ class NerTextRun(TextToTextRun):
     def evaluate(self, model: Any, split: str, batch_size: int, device: str) -> EvalResult:
         """Generate answers for ``split`` (eval mode, no gradients), parse them to tags and score them."""
         sentences, prompts = self.splits[split], self.prompts(split)
-        was_training = model.training
-        model.eval()
-        try:
-            with torch.no_grad():
-                answers = self.generate(model, prompts, self.generation.batch_size or batch_size, device)
-        finally:
-            model.train(was_training)
+        with inference(model):
+            answers = self.generate(model, prompts, self.generation.batch_size or batch_size, device)
         rows, predicted, unparsed = [], [], 0
         for sentence, prompt, answer in zip(sentences, prompts, answers, strict=True):
             parsed = parse_entities(answer, sentence.tokens, self.types, self.empty_answer)
