@@ -2,7 +2,8 @@
 
 Files written in the cell's folder: ``predictions.jsonl`` (one JSON object a line: ``id``, ``input``,
 ``prediction``, ``reference``, then any other keys the task gives), ``steps.json`` (per-step times and losses, the
-samples behind the step statistics) and, with ``save_artifacts``, ``artifact/`` (``save_pretrained``, safetensors).
+samples behind the step statistics) and, with ``save_artifacts``, ``artifact/`` (what the strategy saves: adapters as
+adapters, a full checkpoint for full fine-tuning; safetensors). In-context learning trains nothing and saves nothing.
 """
 
 from __future__ import annotations
@@ -12,21 +13,22 @@ import json
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .components import CellContext, TaskRun
 from .measure import GpuMemoryMeter, peak_rss_bytes, synchronize
 from .plan import Cell
-from .records import Memory, Params, Record, Timing, Training, cell_record
+from .records import Evaluation, Memory, Params, Record, Timing, Training, cell_record
 from .store import ARTIFACT, LOG, PREDICTIONS, STEPS, now
 
 if TYPE_CHECKING:  # pragma: no cover
     from .host import PluginHost
 
-#: Prefixes wrappers add to parameter names (PEFT, DDP, torch.compile), stripped before matching head prefixes.
-WRAPPER_PREFIXES = ("base_model.model.", "module.", "_orig_mod.")
+#: Prefixes wrappers add to parameter names (PEFT's LoRA-style ``base_model.model.`` and prompt-learning
+#: ``base_model.``, DDP, torch.compile), stripped before matching head prefixes.
+WRAPPER_PREFIXES = ("base_model.model.", "base_model.", "module.", "_orig_mod.")
 
 Progress = Callable[[str, int, int], None]
 
@@ -44,6 +46,7 @@ class CellState:
     memory: dict[str, Any] = field(default_factory=dict)
     params: Params = field(default_factory=Params)
     training: Training = field(default_factory=Training)
+    evaluation: Evaluation = field(default_factory=Evaluation)
     metrics: dict[str, float] = field(default_factory=dict)
     primary_metric: str | None = None
     metric_info: dict[str, str] = field(default_factory=dict)
@@ -76,6 +79,7 @@ class CellState:
             timing=Timing(**self.timing),
             memory=Memory(**self.memory),
             training=self.training,
+            evaluation=self.evaluation,
             env={**self.env, "attempt": self.attempt, "device": self.device},
             started_at=self.started_at,
             finished_at=now(),
@@ -106,13 +110,23 @@ def _strip_wrappers(name: str) -> str:
     return name
 
 
+#: PEFT keeps a trained copy of the task head (``modules_to_save``) beside the frozen pretrained one
+#: (``original_module``); the frozen original is an inert duplicate, left out so totals stay comparable.
+PEFT_HEAD_ORIGINAL = ".original_module."
+
+
 def count_params(model: Any, head_prefixes: Sequence[str]) -> Params:
-    """Total, trainable and head parameter counts (shared parameters counted once)."""
-    total = trainable = head = 0
+    """Total, trainable and head parameter counts (shared parameters counted once), and the bytes of the trainable
+    parameters (what must be stored to reproduce the tuned model from the pretrained one)."""
+    total = trainable = head = stored = 0
     for name, param in model.named_parameters():
+        if PEFT_HEAD_ORIGINAL in name:
+            continue
         n = param.numel()
         total += n
-        trainable += n if param.requires_grad else 0
+        if param.requires_grad:
+            trainable += n
+            stored += n * param.element_size()
         if head_prefixes and _strip_wrappers(name).startswith(tuple(head_prefixes)):
             head += n
     return Params(
@@ -120,7 +134,13 @@ def count_params(model: Any, head_prefixes: Sequence[str]) -> Params:
         trainable=trainable,
         trainable_pct=100.0 * trainable / total if total else 0.0,
         head=head,
+        stored_bytes=stored,
     )
+
+
+def folder_bytes(directory: Path) -> int:
+    """Bytes of the files under ``directory``."""
+    return sum(p.stat().st_size for p in Path(directory).rglob("*") if p.is_file())
 
 
 def _json_default(value: Any) -> Any:
@@ -198,6 +218,9 @@ def run_cell(
     state.timing["one_off_s"] = loaded.one_off_s or None
     state.timing["load_s"] = time.perf_counter() - load_started - loaded.one_off_s
     state.params = count_params(model, run.head_prefixes)
+    stored = strategy.stored_bytes(model)
+    if stored is not None:
+        state.params = replace(state.params, stored_bytes=stored)
     progress("load", 1, 1)
 
     if state.gpu_meter is not None:
@@ -238,6 +261,9 @@ def run_cell(
             "loss": list(outcome.losses),
         }
         (out_dir / STEPS).write_text(json.dumps(steps_doc) + "\n", encoding="utf-8")
+        stored = strategy.stored_bytes(model)  # again: training may change it (AdaLoRA prunes ranks)
+        if stored is not None:
+            state.params = replace(state.params, stored_bytes=stored)
 
     progress("eval", 0, 1)
     run.prepare("test")  # encoding is not inference: keep it out of eval_s and eval throughput
@@ -251,10 +277,18 @@ def run_cell(
         eval_tokens_per_s=result.tokens / eval_s if eval_s > 0 else None,
     )
     state.metrics = {k: float(v) for k, v in result.metrics.items()}
+    state.metric_info = {str(k): str(v) for k, v in run.metadata.items()}  # as the strategy and model left it
+    state.evaluation = Evaluation(
+        samples=result.samples,
+        tokens=result.tokens,
+        tokens_per_sample=result.tokens / result.samples if result.samples else None,
+        shots=result.shots,
+    )
     write_predictions(out_dir / PREDICTIONS, result.predictions)
     state.predictions = PREDICTIONS
     progress("eval", 1, 1)
 
-    if save_artifacts:
-        save_artifact(model, out_dir / ARTIFACT)
+    if save_artifacts and strategy.trains:
+        strategy.save(model, out_dir / ARTIFACT)
+        state.params = replace(state.params, artifact_bytes=folder_bytes(out_dir / ARTIFACT))
     return state.record("ok")

@@ -54,7 +54,7 @@ def plugins(as_json: bool, check: bool) -> None:
 def validate(suite: Path) -> None:
     """Check a suite file (plugins, keys, types, files) without loading any model."""
     from .host import PluginHost
-    from .plan import plan
+    from .plan import budget_warnings, plan
     from .suite import load_suite
 
     host = PluginHost.load()
@@ -62,6 +62,8 @@ def validate(suite: Path) -> None:
         click.echo(f"warning: {problem}", err=True)
     loaded = load_suite(suite, host)
     cells = plan(loaded, host)
+    for warning in budget_warnings(loaded, host):
+        click.echo(f"warning: {warning}", err=True)
     skipped = sum(1 for c in cells if c.skip_reason)
     click.echo(
         f"{suite}: ok — {len(loaded.models)} model(s), {len(loaded.tasks)} task(s), "

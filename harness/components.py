@@ -79,12 +79,16 @@ class CellContext:
 
 @dataclass(frozen=True)
 class EvalResult:
-    """What a task's evaluation returns: metrics, per-example predictions, and the work done (for throughput)."""
+    """What a task's evaluation returns: metrics, per-example predictions, and the work done (for throughput).
+
+    ``tokens`` counts the input tokens the model was given (the prompts, demonstrations included, for text-to-text
+    tasks); ``shots`` is the mean number of in-context demonstrations per prompt (``None`` without them)."""
 
     metrics: Mapping[str, float]
     predictions: Sequence[Mapping[str, Any]]
     samples: int
     tokens: int
+    shots: float | None = None
 
 
 class LoadedModel(abc.ABC):
@@ -134,6 +138,13 @@ class TaskRun(abc.ABC):
     @abc.abstractmethod
     def evaluate(self, model: Any, split: str, batch_size: int, device: str) -> EvalResult:
         """Score ``model`` on ``split``; predictions carry ``id``, ``input``, ``prediction``, ``reference``."""
+
+    def use_demonstrations(self, k: int, seed: int) -> None:
+        """Prefix every evaluation prompt with ``k`` demonstrations drawn from train by ``seed`` (in-context
+        learning; ``k = 0`` is zero-shot). Text-to-text runs implement it; a task head cannot take demonstrations."""
+        from .errors import HarnessError
+
+        raise HarnessError(f"{type(self).__name__} cannot take in-context demonstrations (it has no prompt)")
 
     def loss_units(self, batch: Mapping[str, Any]) -> int:
         """How many units the model's loss averages over in a collated batch: examples for one label per example,
@@ -186,9 +197,28 @@ class Strategy(Component):
             return f"strategy {self.name!r} does not support {family} models"
         return None
 
+    def variants(self, options: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+        """The cells one suite entry of this strategy expands into, as (name suffix, options) pairs: one cell with
+        the options as given by default; ``few_shot`` with ``k = [1, 4, 8]`` gives three (``few_shot@k=1``, ...).
+        Each variant's name is the suite's strategy name, ``@`` and its suffix (no ``@`` for an empty suffix)."""
+        return [("", dict(options))]
+
     @abc.abstractmethod
     def apply(self, model: Any, run: TaskRun, options: Mapping[str, Any], ctx: CellContext) -> Any:
         """Prepare ``model`` for training (freeze, wrap in adapters, ...) and return the model to train."""
+
+    def stored_bytes(self, model: Any) -> int | None:
+        """Bytes of what must be saved to reproduce the tuned ``model`` from the pretrained one, when that is not
+        simply its trainable parameters (P-tuning trains a prompt encoder but stores only the prompts it yields);
+        ``None`` keeps the default, the bytes of the trainable parameters."""
+        return None
+
+    def save(self, model: Any, directory: Path) -> None:
+        """Save what reproduces the tuned model (``--save-artifacts``): by default the model's ``save_pretrained`` in
+        safetensors, which for a PEFT model writes only the adapter weights and the trained head."""
+        from .cell import save_artifact
+
+        save_artifact(model, directory)
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "families": sorted(self.families), "trains": self.trains}

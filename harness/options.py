@@ -24,7 +24,7 @@ class _Required:
 REQUIRED: Any = _Required()
 
 #: Option kinds: python scalar types, lists, and paths (a path must exist, relative to the suite file or ``pkg:``).
-KINDS = ("str", "int", "float", "bool", "path", "list[str]", "list[int]", "list[float]", "table")
+KINDS = ("str", "int", "float", "bool", "path", "list[str]", "list[int]", "list[float]", "table", "int|list[int]")
 
 
 @dataclass(frozen=True)
@@ -61,6 +61,8 @@ def did_you_mean(word: str, candidates: Sequence[str]) -> str:
 
 
 def _type_ok(kind: str, value: Any) -> bool:
+    if "|" in kind:
+        return any(_type_ok(k, value) for k in kind.split("|"))
     if kind == "str" or kind == "path":
         return isinstance(value, str)
     if kind == "int":
@@ -87,6 +89,7 @@ _KIND_WORDS = {
     "list[str]": "a list of strings",
     "list[int]": "a list of integers",
     "list[float]": "a list of numbers",
+    "int|list[int]": "an integer or a list of integers",
 }
 
 
@@ -129,8 +132,10 @@ def check_options(
             choices = ", ".join(repr(c) for c in option.choices)
             problems.append(Problem(f"{where}.{key}", f"expected one of {choices}, got {value!r}"))
             continue
-        if option.minimum is not None and isinstance(value, (int, float)) and value < option.minimum:
-            problems.append(Problem(f"{where}.{key}", f"must be at least {option.minimum}, got {value!r}"))
+        numbers = value if isinstance(value, list) else [value]
+        low = [v for v in numbers if isinstance(v, (int, float)) and option.minimum is not None and v < option.minimum]
+        if low:
+            problems.append(Problem(f"{where}.{key}", f"must be at least {option.minimum}, got {low[0]!r}"))
             continue
         if option.kind == "path":
             try:

@@ -106,8 +106,12 @@ def _safe(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._=+-]+", "_", text)
 
 
-def _excluded(rules: tuple[Mapping[str, Any], ...], task: str, strategy: str, model: str, seed: int) -> bool:
-    values = {"task": task, "strategy": strategy, "model": model}
+def _excluded(
+    rules: tuple[Mapping[str, Any], ...], task: str, strategies: tuple[str, ...], model: str, seed: int
+) -> bool:
+    """Whether a rule excludes the cell; a strategy pattern matches the suite's name or a variant's (``few_shot``
+    excludes every ``few_shot@k=N``, ``few_shot@k=8`` only that one)."""
+    values = {"task": (task,), "strategy": strategies, "model": (model,)}
     for rule in rules:
         matched = True
         for key, pattern in rule.items():
@@ -116,7 +120,7 @@ def _excluded(rules: tuple[Mapping[str, Any], ...], task: str, strategy: str, mo
                 matched = matched and seed in seeds
             else:
                 patterns = pattern if isinstance(pattern, list) else [pattern]
-                matched = matched and any(fnmatchcase(values[key], p) for p in patterns)
+                matched = matched and any(fnmatchcase(v, p) for v in values[key] for p in patterns)
         if matched:
             return True
     return False
@@ -130,6 +134,29 @@ def resolve_budget(suite: Suite, strategy_defaults: Mapping[str, Any], *layers: 
     for layer in layers:
         merged.update(layer.budget)
     return Budget.from_dict(merged)
+
+
+def budget_warnings(suite: Suite, host: PluginHost) -> list[str]:
+    """A learning rate written for every strategy at once (``[budget]``, a model's or a task's budget) that replaces
+    strategy defaults which differ between the suite's trained strategies: the rate that suits full fine-tuning
+    leaves prompt tuning near chance, so such a value is usually a mistake. One line per place it is written."""
+    trained = [(d.name, host.strategy(d.plugin)) for d in suite.strategies if d.valid and host.strategy(d.plugin).trains]
+    warnings = []
+    for key in ("learning_rate",):
+        defaults = {name: strategy.budget_defaults.get(key, BUDGET_DEFAULTS.get(key)) for name, strategy in trained}
+        if len(set(map(str, defaults.values()))) < 2:
+            continue
+        own = ", ".join(f"{name} {value}" for name, value in defaults.items())
+        layers = [("[budget]", suite.budget)]
+        layers += [(f"[models.{d.name}.budget]", d.budget) for d in suite.models]
+        layers += [(f"[tasks.{d.name}.budget]", d.budget) for d in suite.tasks]
+        for where, budget in layers:
+            if key in budget:
+                warnings.append(
+                    f"{suite.path}: {where} {key} = {budget[key]} replaces the strategies' own defaults ({own}) "
+                    f"for all of them; set it in [strategies.NAME.budget] to tune one strategy"
+                )
+    return warnings
 
 
 def plan(suite: Suite, host: PluginHost) -> list[Cell]:
@@ -148,29 +175,31 @@ def plan(suite: Suite, host: PluginHost) -> list[Cell]:
                 else:
                     reason = strategy.supports(task, family)
                 budget = resolve_budget(suite, strategy.budget_defaults, model, task_decl, strategy_decl)
-                for seed in suite.seeds:
-                    if _excluded(suite.exclude, task_decl.name, strategy_decl.name, model.name, seed):
-                        continue
-                    cells.append(
-                        Cell(
-                            suite=suite.name,
-                            task=task_decl.name,
-                            task_type=task_decl.plugin,
-                            task_options=dict(task_decl.options),
-                            strategy=strategy_decl.name,
-                            strategy_type=strategy_decl.plugin,
-                            strategy_options=dict(strategy_decl.options),
-                            model=model.name,
-                            model_source=model.plugin,
-                            model_options=dict(model.options),
-                            model_family=family,
-                            model_label=label,
-                            seed=seed,
-                            budget=budget,
-                            trust_remote_code=suite.trust_remote_code,
-                            skip_reason=reason,
+                for suffix, options in strategy.variants(strategy_decl.options):
+                    name = f"{strategy_decl.name}@{suffix}" if suffix else strategy_decl.name
+                    for seed in suite.seeds:
+                        if _excluded(suite.exclude, task_decl.name, (strategy_decl.name, name), model.name, seed):
+                            continue
+                        cells.append(
+                            Cell(
+                                suite=suite.name,
+                                task=task_decl.name,
+                                task_type=task_decl.plugin,
+                                task_options=dict(task_decl.options),
+                                strategy=name,
+                                strategy_type=strategy_decl.plugin,
+                                strategy_options=options,
+                                model=model.name,
+                                model_source=model.plugin,
+                                model_options=dict(model.options),
+                                model_family=family,
+                                model_label=label,
+                                seed=seed,
+                                budget=budget,
+                                trust_remote_code=suite.trust_remote_code,
+                                skip_reason=reason,
+                            )
                         )
-                    )
     if not cells:
         raise HarnessError(f"{suite.path}: the suite expands to no cells (every combination is excluded)")
     return cells

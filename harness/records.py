@@ -2,11 +2,13 @@
 
 Schema (version 1) — the JSON of :meth:`Record.to_json`, also what ``harness report --format json`` prints per
 cell: ``schema_version, key, suite, cell_id, task, strategy, model, seed, status (ok|failed|skipped), error,
-metrics {name: number}, primary_metric, metric_info {name: text}, params {total, trainable, trainable_pct, head}, timing {load_s, one_off_s, train_s,
+metrics {name: number}, primary_metric, metric_info {name: text}, params {total, trainable, trainable_pct, head, stored_bytes,
+artifact_bytes}, timing {load_s, one_off_s, train_s,
 eval_s, total_s, train_samples_per_s, train_tokens_per_s, eval_samples_per_s, eval_tokens_per_s, step_s_median,
 step_s_p90, step_s_mean, step_s_stdev, step_count, warmup_steps_excluded, step_clock}, memory {peak_rss_bytes,
 gpu_peak_allocated_bytes, gpu_peak_reserved_bytes, gpu_start_allocated_bytes}, training {steps, epochs, samples,
-tokens, early_stopped, best_epoch, validation, loss_first, loss_last}, config, env, started_at, finished_at, log,
+tokens, early_stopped, best_epoch, validation, loss_first, loss_last}, evaluation {samples, tokens,
+tokens_per_sample, shots}, config, env, started_at, finished_at, log,
 predictions``. Sizes are bytes, times seconds; GPU fields are null without a GPU.
 """
 
@@ -33,6 +35,11 @@ class Params:
     trainable: int | None = None
     trainable_pct: float | None = None
     head: int | None = None
+    #: Bytes of what must be saved to reproduce the tuned model from the pretrained one: the trainable parameters
+    #: (adapter weights and task head for adapters, every weight for full fine-tuning; 0 for in-context learning).
+    stored_bytes: int | None = None
+    #: Bytes actually written to ``artifact/`` with ``--save-artifacts`` (null when nothing was saved).
+    artifact_bytes: int | None = None
 
 
 @dataclass(frozen=True)
@@ -80,6 +87,18 @@ class Training:
     loss_last: float | None = None
 
 
+@dataclass(frozen=True)
+class Evaluation:
+    """The work of the test evaluation: examples scored and the input tokens the model was given (the prompts,
+    in-context demonstrations included — the whole cost of zero- and few-shot strategies)."""
+
+    samples: int | None = None
+    tokens: int | None = None
+    tokens_per_sample: float | None = None
+    #: Mean in-context demonstrations per prompt (null without demonstrations).
+    shots: float | None = None
+
+
 def _build(cls: type, data: Mapping[str, Any] | None) -> Any:
     data = data or {}
     names = {f.name for f in fields(cls)}
@@ -110,6 +129,7 @@ class Record:
     timing: Timing = field(default_factory=Timing)
     memory: Memory = field(default_factory=Memory)
     training: Training = field(default_factory=Training)
+    evaluation: Evaluation = field(default_factory=Evaluation)
     config: Mapping[str, Any] = field(default_factory=dict)
     env: Mapping[str, Any] = field(default_factory=dict)
     started_at: str | None = None
@@ -137,6 +157,7 @@ class Record:
         values["timing"] = _build(Timing, data.get("timing"))
         values["memory"] = _build(Memory, data.get("memory"))
         values["training"] = _build(Training, data.get("training"))
+        values["evaluation"] = _build(Evaluation, data.get("evaluation"))
         return cls(**values)
 
 

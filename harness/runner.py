@@ -26,7 +26,7 @@ import click
 from . import __version__
 from .devices import Device, discover_devices
 from .host import PluginHost
-from .plan import Cell, plan
+from .plan import Cell, budget_warnings, plan
 from .progress import PROGRESS_FILE, Progress, format_duration
 from .records import Record, Timing, cell_record, write_json_atomic
 from .store import LOG, ResultStore, now
@@ -331,6 +331,8 @@ def run_suite(
             echo(f"warning: {problem}", err=True)
         suite = load_suite(suite_path, host)
         cells = plan(suite, host)
+        for warning in budget_warnings(suite, host):
+            echo(f"warning: {warning}", err=True)
         store = ResultStore(options.output or Path("results") / suite.name)
         executor = host.executor(options.executor or suite.executor)
         devices = discover_devices(options.devices)

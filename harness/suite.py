@@ -116,6 +116,17 @@ def _place(path: Path, locator: _Locator, problem: Problem) -> Problem:
     return Problem(f"{prefix}: {problem.where}" if problem.where else prefix, problem.message)
 
 
+def _strategy_names(strategies: list[Declared], host: PluginHost) -> list[str]:
+    """Declared strategy names and the names of their variants (``few_shot@k=4``), which exclusions may name."""
+    names = []
+    for decl in strategies:
+        names.append(decl.name)
+        if decl.valid:
+            suffixes = [suffix for suffix, _ in host.strategy(decl.plugin).variants(decl.options) if suffix]
+            names.extend(f"{decl.name}@{suffix}" for suffix in suffixes)
+    return names
+
+
 def load_suite(path: str | Path, host: PluginHost) -> Suite:
     """Read and validate a suite file; raise :class:`ValidationError` listing every problem."""
     path = Path(path)
@@ -171,7 +182,7 @@ def load_suite(path: str | Path, host: PluginHost) -> Suite:
     if not isinstance(exclude, list):
         problems.append(Problem("exclude", "expected an array of tables: [[exclude]]"))
         exclude = []
-    names = {"task": [d.name for d in tasks], "strategy": [d.name for d in strategies], "model": [d.name for d in models]}
+    names = {"task": [d.name for d in tasks], "strategy": _strategy_names(strategies, host), "model": [d.name for d in models]}
     for index, rule in enumerate(exclude):
         where = f"exclude.{index}"
         if not isinstance(rule, Mapping) or not rule:

@@ -33,7 +33,6 @@ Rules:
 from __future__ import annotations
 
 import abc
-import copy
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -41,6 +40,8 @@ from typing import Any
 from .batching import inference, pad_batch
 from .components import EvalResult, LoadedModel, TaskRun
 from .errors import HarnessError
+from .generation import GenerationSettings, clean_answer, generation_config, producible_stops
+from .incontext import SEPARATOR, Demonstrations, join_answer
 from .prompts import render
 from .textpairs import PairSplits, TextPair
 
@@ -50,37 +51,14 @@ GENERATIVE_FAMILIES = ("decoder", "encoder-decoder")
 
 
 @dataclass(frozen=True)
-class GenerationSettings:
-    """How answers are generated (task options ``max_new_tokens``, ``num_beams``, ``generation_batch_size``,
-    ``stop``); ``batch_size`` ``None`` means the evaluation batch size."""
-
-    max_new_tokens: int = 128
-    num_beams: int = 1
-    batch_size: int | None = None
-    stop: tuple[str, ...] = ()
-
-    @classmethod
-    def from_options(cls, options: Mapping[str, Any]) -> GenerationSettings:
-        return cls(
-            max_new_tokens=options["max_new_tokens"],
-            num_beams=options["num_beams"],
-            batch_size=options.get("generation_batch_size"),
-            stop=tuple(options.get("stop") or ()),
-        )
-
-    def describe(self) -> str:
-        decoding = "greedy" if self.num_beams == 1 else f"beam search, {self.num_beams} beams"
-        stop = f", stop at {list(self.stop)!r}" if self.stop else ""
-        return f"{decoding}, max_new_tokens {self.max_new_tokens}{stop}"
-
-
-@dataclass(frozen=True)
 class Prompt:
     """A prompt as the model is given it: its text (after truncation), its token ids, whether it was cut."""
 
     text: str
     ids: tuple[int, ...]
     truncated: bool
+    #: Ids of the in-context demonstrations it starts with (see :mod:`harness.incontext`).
+    demonstrations: tuple[str, ...] = ()
 
 
 class TextToTextRun(TaskRun):
@@ -134,6 +112,7 @@ class TextToTextRun(TaskRun):
         self.pad_id: int = 0
         self._prefix: list[int] = []
         self._stops: list[str] | None = None
+        self._demos: Demonstrations | None = None
 
     # -- what a subclass may change -----------------------------------------------------------------------------
     @abc.abstractmethod
@@ -157,6 +136,42 @@ class TextToTextRun(TaskRun):
         return render(
             self.template, {**self.values, self.input_field: self.input_text(example) if text is None else text}
         )
+
+    # -- in-context demonstrations -------------------------------------------------------------------------------
+    def use_demonstrations(self, k: int, seed: int) -> None:
+        """Start every prompt with ``k`` demonstrations from train (:mod:`harness.incontext`); 0 for zero-shot."""
+        self._demos = Demonstrations(self.splits["train"], k, seed, self.input_text) if k else None
+        self._prompts, self._encoded = {}, {}
+        if self._demos is not None:
+            self.metadata["demonstrations"] = self._demos.describe()
+        else:
+            self.metadata.pop("demonstrations", None)
+
+    def demonstrations(self, example: Any) -> tuple[Any, ...]:
+        """The demonstrations drawn for ``example`` (none without :meth:`use_demonstrations`)."""
+        return self._demos.draw(example) if self._demos is not None else ()
+
+    def compose(self, example: Any, text: str | None = None, shots: int | None = None) -> str:
+        """The whole prompt of ``example``: its last ``shots`` demonstrations (all by default), each rendered and
+        followed by its answer, then the example rendered (with ``text`` as its input text when given)."""
+        demos = self.demonstrations(example)
+        demos = demos[len(demos) - shots :] if shots is not None and shots < len(demos) else demos
+        parts = [join_answer(self.render(d), self.target_text(d)) for d in demos if shots != 0]
+        return SEPARATOR.join([*parts, self.render(example, text)])
+
+    def prompt_fields(self, prompt: Prompt) -> dict[str, Any]:
+        """What a prediction row says about its prompt: the text as given, whether it was cut and, with
+        demonstrations, how many were used (``shots``) and their ids."""
+        fields: dict[str, Any] = {"prompt": prompt.text, "prompt_truncated": prompt.truncated}
+        if self._demos is not None:
+            fields.update(shots=len(prompt.demonstrations), demonstrations=list(prompt.demonstrations))
+        return fields
+
+    def mean_shots(self, prompts: Sequence[Prompt]) -> float | None:
+        """The mean number of demonstrations per prompt (``None`` without demonstrations)."""
+        if self._demos is None or not prompts:
+            return None
+        return sum(len(p.demonstrations) for p in prompts) / len(prompts)
 
     # -- tokenizer and model ------------------------------------------------------------------------------------
     def bind_tokenizer(self, tokenizer: Any) -> None:
@@ -221,19 +236,26 @@ class TextToTextRun(TaskRun):
         return text if keep >= len(ids) else tokenizer.decode(ids[:keep])
 
     def _fit(self, example: TextPair, text: str, ids: Sequence[int], limit: int) -> Prompt:
-        """The prompt cut (in its input text only) to at most ``limit`` tokens; with an empty input text when even
-        that is over (the caller decides what then)."""
+        """The prompt (``text``, encoded as ``ids``) within ``limit`` tokens: demonstrations dropped first, farthest
+        from the example first; then the input text cut; with an empty input text when even that is over (the caller
+        decides what then)."""
+        demos = tuple(str(d.id) for d in self.demonstrations(example))
         if len(ids) <= limit:
-            return Prompt(text, tuple(ids), False)
+            return Prompt(text, tuple(ids), False, demos)
+        for shots in range(len(demos) - 1, -1, -1):
+            text = self.compose(example, shots=shots)
+            ids = self._encode([text])[0]
+            if len(ids) <= limit:
+                return Prompt(text, tuple(ids), False, demos[len(demos) - shots :] if shots else ())
         source = self.input_text(example)
         keep = len(self._require_tokenizer()(source, add_special_tokens=False).input_ids) - (len(ids) - limit)
         while keep > 0:
-            text = self.render(example, self._cut(source, keep))
+            text = self.compose(example, self._cut(source, keep), shots=0)
             ids = self._encode([text])[0]
             if len(ids) <= limit:
                 return Prompt(text, tuple(ids), True)
             keep -= len(ids) - limit
-        text = self.render(example, "")
+        text = self.compose(example, "", shots=0)
         return Prompt(text, tuple(self._encode([text])[0]), True)
 
     def _template_too_long(self, prompt: Prompt, room_for: str) -> HarnessError:
@@ -246,7 +268,7 @@ class TextToTextRun(TaskRun):
         """The generation prompts of ``split`` (each at most ``max_length`` tokens)."""
         if split not in self._prompts:
             examples = self.splits[split]
-            texts = [self.render(e) for e in examples]
+            texts = [self.compose(e) for e in examples]
             prompts = []
             for example, text, ids in zip(examples, texts, self._encode(texts), strict=True):
                 prompt = self._fit(example, text, ids, self.max_length)
@@ -298,7 +320,7 @@ class TextToTextRun(TaskRun):
                 for prompt, target in zip(self.prompts(split), labels, strict=True):
                     encoded.append({"input_ids": list(prompt.ids), "labels": list(target)})
             else:
-                texts = [self.render(e) for e in examples]
+                texts = [self.compose(e) for e in examples]
                 prompt_ids = self._encode(texts)
                 target_ids = self._decoder_targets(texts, prompt_ids, targets)
                 for example, text, ids, target in zip(examples, texts, prompt_ids, target_ids, strict=True):
@@ -324,43 +346,16 @@ class TextToTextRun(TaskRun):
 
     # -- generation and scoring ---------------------------------------------------------------------------------
     def _generation_config(self, model: Any) -> Any:
-        from transformers import GenerationConfig
-
-        base = getattr(model, "generation_config", None)
-        config = copy.deepcopy(base) if base is not None else GenerationConfig()
-        model_eos = config.eos_token_id if isinstance(config.eos_token_id, list) else [config.eos_token_id]
-        eos = list(dict.fromkeys(e for e in [self.eos_id, *model_eos] if e is not None))
-        config.update(
-            max_new_tokens=self.generation.max_new_tokens,
-            num_beams=self.generation.num_beams,
-            num_return_sequences=1,
-            do_sample=False,
-            temperature=None,
-            top_p=None,
-            top_k=None,
-            pad_token_id=self.pad_id,
-            eos_token_id=eos or None,
-        )
-        return config
+        return generation_config(model, self.generation, self.eos_id, self.pad_id)
 
     def _stop_strings(self) -> list[str]:
         """The stop strings the tokenizer can produce (those it cannot never occur; transformers refuses them)."""
         if self._stops is None:
-            from transformers.generation.stopping_criteria import StopStringCriteria
-
-            self._stops = []
-            for stop in self.generation.stop:
-                try:
-                    StopStringCriteria(tokenizer=self._require_tokenizer(), stop_strings=[stop])
-                except ValueError:
-                    continue
-                self._stops.append(stop)
+            self._stops = producible_stops(self._require_tokenizer(), self.generation.stop)
         return self._stops
 
     def _clean(self, text: str) -> str:
-        for stop in self.generation.stop:
-            text = text.split(stop, 1)[0]
-        return text.strip()
+        return clean_answer(text, self.generation.stop)
 
     def generate(self, model: Any, prompts: Sequence[Prompt], batch_size: int, device: str) -> list[str]:
         """Answers to ``prompts`` (in their order), generated in batches of ``batch_size``, longest prompts first.
@@ -411,8 +406,12 @@ class TextToTextRun(TaskRun):
             }
             if len(refs) > 1:
                 row["references"] = list(refs)
-            row.update(prompt=prompt.text, prompt_truncated=prompt.truncated)
+            row.update(self.prompt_fields(prompt))
             rows.append(row)
         return EvalResult(
-            metrics=metrics, predictions=rows, samples=len(examples), tokens=sum(len(p.ids) for p in prompts)
+            metrics=metrics,
+            predictions=rows,
+            samples=len(examples),
+            tokens=sum(len(p.ids) for p in prompts),
+            shots=self.mean_shots(prompts),
         )

@@ -146,9 +146,24 @@ def test_full_strategy_freezing_and_eval_only_strategies(host, tmp_path):
 
 
 def test_save_artifacts_writes_safetensors(host, tmp_path):
-    run_cell(make_cell(max_steps=1), host, tmp_path, "cpu", "a", save_artifacts=True)
+    record = run_cell(make_cell(max_steps=1), host, tmp_path, "cpu", "a", save_artifacts=True)
     assert (tmp_path / "artifact" / "model.safetensors").is_file()
     assert (tmp_path / "artifact" / "config.json").is_file()
+    on_disk = sum(p.stat().st_size for p in (tmp_path / "artifact").rglob("*") if p.is_file())
+    assert record.params.artifact_bytes == on_disk > record.params.stored_bytes > 0
+    assert record.params.stored_bytes == 4 * record.params.trainable  # float32 weights, every one trained
+
+
+def test_stored_bytes_count_trainable_weights_and_skip_the_frozen_original_of_a_peft_head():
+    model = rt.tiny_bert()
+    for p in model.bert.parameters():
+        p.requires_grad_(False)
+    model.classifier.original_module = torch.nn.Linear(model.classifier.in_features, 2)  # as PEFT keeps it
+    for p in model.classifier.original_module.parameters():
+        p.requires_grad_(False)
+    params = count_params(model, ("classifier.",))
+    assert params.trainable == HEAD and params.stored_bytes == 4 * HEAD
+    assert params.total == sum(p.numel() for n, p in model.named_parameters() if ".original_module." not in n)
 
 
 def test_head_parameters_are_found_under_wrapper_prefixes():

@@ -12,7 +12,7 @@ from helpers import make_cell
 
 from harness.budget import Budget
 from harness.plan import Cell
-from harness.records import SCHEMA_VERSION, Memory, Params, Record, Timing, Training, write_json_atomic
+from harness.records import SCHEMA_VERSION, Evaluation, Memory, Params, Record, Timing, Training, write_json_atomic
 from harness.store import ResultStore
 
 
@@ -24,8 +24,9 @@ def record_for(c: Cell, status="ok", **changes) -> Record:
     values = dict(
         key=c.key, suite=c.suite, cell_id=c.cell_id, task=c.task, strategy=c.strategy, model=c.model, seed=c.seed,
         status=status, metrics={"accuracy": 0.5}, primary_metric="accuracy",
-        params=Params(total=10, trainable=5, trainable_pct=50.0, head=2),
+        params=Params(total=10, trainable=5, trainable_pct=50.0, head=2, stored_bytes=20, artifact_bytes=900),
         timing=Timing(load_s=1.0, train_s=2.0), memory=Memory(peak_rss_bytes=123), training=Training(validation=(0.1, 0.2)),
+        evaluation=Evaluation(samples=4, tokens=40, tokens_per_sample=10.0, shots=2.5),
         config=c.config(),
     )
     values.update(changes)

@@ -228,3 +228,16 @@ def test_timeout_does_not_change_the_key(tmp_path, toy_host):
 
     cell = plan(load_suite(write(tmp_path, GOOD), toy_host), toy_host)[0]
     assert dataclasses.replace(cell, budget=dataclasses.replace(cell.budget, timeout_s=60.0)).key == cell.key
+
+
+def test_a_shared_learning_rate_over_differing_strategy_defaults_is_warned_about(tmp_path, toy_host):
+    from harness.plan import budget_warnings
+
+    assert budget_warnings(load_suite(write(tmp_path, GOOD), toy_host), toy_host) == []  # set per strategy only
+    shared = GOOD.replace("batch_size = 8\n", "batch_size = 8\nlearning_rate = 0.01\n", 1)
+    shared = shared.replace("[tasks.alpha.budget]\n", "[tasks.alpha.budget]\nlearning_rate = 0.02\n")
+    (suite_warning, task_warning) = budget_warnings(load_suite(write(tmp_path, shared, "s.toml"), toy_host), toy_host)
+    assert "[budget] learning_rate = 0.01 replaces the strategies' own defaults (toy-strategy 0.001, enc-only" in (
+        suite_warning
+    )
+    assert "[tasks.alpha.budget] learning_rate = 0.02" in task_warning and "[strategies.NAME.budget]" in task_warning

@@ -128,6 +128,10 @@ class TextClassificationRun(TextToTextRun):
         values = {**self.values, "text": example.text if text is None else text, "text_pair": example.text_pair or ""}
         return self.template.format_map(values)
 
+    def use_demonstrations(self, k: int, seed: int) -> None:
+        super().use_demonstrations(k, seed)
+        self._scoring = {}
+
     def bind_tokenizer(self, tokenizer: Any) -> None:
         """As :meth:`TextToTextRun.bind_tokenizer`; also sets the default ``max_new_tokens`` from the labels."""
         if tokenizer is self._tokenizer:
@@ -159,7 +163,7 @@ class TextClassificationRun(TextToTextRun):
             result = (prompts, [candidates] * len(prompts))
         else:
             examples = self.splits[split]
-            rendered = [self.render(e) for e in examples]
+            rendered = [self.compose(e) for e in examples]
             ids = self._encode(rendered)
             per_label = [self._decoder_targets(rendered, ids, [t] * len(examples)) for t in texts]
             longest = max(len(c) for label in per_label for c in label)
@@ -168,7 +172,7 @@ class TextClassificationRun(TextToTextRun):
                 prompt = self._fit(example, text, prompt_ids, self.max_length - longest)
                 if len(prompt.ids) > self.max_length - longest:
                     raise self._template_too_long(prompt, "the labels")
-                if prompt.truncated:
+                if prompt.text != text:  # demonstrations dropped or the text cut: the labels follow another text
                     cut = self._decoder_targets([prompt.text] * len(texts), [prompt.ids] * len(texts), texts)
                 else:
                     cut = [label[k] for label in per_label]
@@ -245,11 +249,15 @@ class TextClassificationRun(TextToTextRun):
                 label = parse_answer(answers[k], self.verbalised)
                 extra = {"generation": answers[k]}
             predicted.append(label)
-            row.update(prediction=label, reference=example.label, prompt=prompt.text, prompt_truncated=prompt.truncated)
+            row.update(prediction=label, reference=example.label, **self.prompt_fields(prompt))
             row.update(extra)
             rows.append(row)
         metrics = classification_metrics(predicted, [e.label for e in examples], self.labels)
         metrics["n"] = float(len(examples))
         return EvalResult(
-            metrics=metrics, predictions=rows, samples=len(examples), tokens=sum(len(p.ids) for p in prompts)
+            metrics=metrics,
+            predictions=rows,
+            samples=len(examples),
+            tokens=sum(len(p.ids) for p in prompts),
+            shots=self.mean_shots(prompts),
         )

@@ -112,8 +112,7 @@ class NerTextRun(TextToTextRun):
                     "tokens": list(sentence.tokens),
                     "generation": answer,
                     "unparsed_parts": parsed.unparsed,
-                    "prompt": prompt.text,
-                    "prompt_truncated": prompt.truncated,
+                    **self.prompt_fields(prompt),
                 }
             )
         metrics = {
@@ -122,5 +121,9 @@ class NerTextRun(TextToTextRun):
             "n": float(len(sentences)),
         }
         return EvalResult(
-            metrics=metrics, predictions=rows, samples=len(sentences), tokens=sum(len(p.ids) for p in prompts)
+            metrics=metrics,
+            predictions=rows,
+            samples=len(sentences),
+            tokens=sum(len(p.ids) for p in prompts),
+            shots=self.mean_shots(prompts),
         )
