@@ -1,0 +1,428 @@
+"""The peft strategies: ``lora``, ``adalora``, ``ia3``, ``prompt_tuning``, ``prefix_tuning`` and ``p_tuning``.
+
+Light at import (no torch, no peft): options are declared here, checked against the fields of the installed peft's
+config dataclasses read from its source with :mod:`ast`, and the model is wrapped inside the worker by
+:mod:`harness_plugins.peft_support`.
+
+Options. The commonly used fields of each peft config are typed options with documented defaults; any other field
+of the config passes through the ``peft`` table (``peft = {use_dora = true}``), whose keys and value types are
+checked at ``harness validate`` time. The harness sets ``task_type`` (from the task and model family),
+``inference_mode`` and ``modules_to_save`` (the task head; a ``peft.modules_to_save`` list adds modules).
+
+Support. Encoder models run the tasks with a head (``classification`` -> ``SEQ_CLS``, ``ner`` -> ``TOKEN_CLS``; a
+third-party task may declare ``peft_task_type``); the head trains beside the adapter and counts in ``params.head``.
+Decoders (``CAUSAL_LM``) and encoder-decoders (``SEQ_2_SEQ_LM``) run every task text-to-text. Every strategy runs
+every such cell; what peft alone gets wrong there is fixed in :mod:`harness_plugins.peft_support`.
+
+Budgets. Each strategy's ``budget_defaults`` sets the learning rate its method is trained with in the sources cited
+on the class (full fine-tuning's 2e-5 leaves prompt tuning near chance), with the 6 % warm-up of peft's
+sequence-classification examples and the weight decay 0.01 of their ``torch.optim.AdamW``.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import importlib.metadata
+import importlib.util
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+from harness.components import CellContext, CheckContext, Strategy, Task, TaskRun
+from harness.errors import Problem
+from harness.hookspecs import hookimpl
+from harness.options import Option, did_you_mean
+
+#: Config fields the harness sets itself, and why.
+CONTROLLED = {
+    "task_type": "the harness sets it from the task and the model family",
+    "peft_type": "the strategy fixes it",
+    "inference_mode": "the harness trains the adapter",
+    "base_model_name_or_path": "the model source sets it",
+    "revision": "the model source sets it",
+    "auto_mapping": "peft fills it in",
+    "peft_version": "peft fills it in",
+}
+#: Where peft defines the base configs (files inside the peft package).
+PEFT_BASE = ("config.py", "PeftConfig")
+PROMPT_BASE = ("config.py", "PromptLearningConfig")
+#: Encoder task types by task plugin name (see the module docs).
+ENCODER_TASKS = {"classification": "SEQ_CLS", "ner": "TOKEN_CLS"}
+
+
+@dataclass(frozen=True)
+class PeftField:
+    """A field of a peft config as its source declares it: the value kinds it takes and its Literal choices."""
+
+    name: str
+    annotation: str
+    kinds: frozenset[str]
+    choices: tuple[Any, ...] = ()
+
+    def accepts(self, value: Any) -> bool:
+        """Whether a suite value (TOML: no null) fits the annotation."""
+        return _fits(self.kinds, value) or (not isinstance(value, (list, dict)) and value in self.choices)
+
+
+def _fits(kinds: frozenset[str] | set[str], value: Any) -> bool:
+    if "any" in kinds:
+        return True
+    if isinstance(value, bool):
+        return "bool" in kinds
+    if isinstance(value, int):
+        return bool({"int", "float"} & kinds)
+    if isinstance(value, float):
+        return "float" in kinds
+    if isinstance(value, str):
+        return "str" in kinds
+    if isinstance(value, Mapping):
+        return "dict" in kinds
+    if isinstance(value, list):
+        items = [k[5:-1] for k in kinds if k.startswith("list[")]
+        return "list" in kinds or any(all(_fits({item}, v) for v in value) for item in items)
+    return False
+
+
+def _kinds(node: ast.expr, enums: set[str]) -> tuple[set[str], list[Any]]:
+    """Value kinds (and Literal choices) an annotation admits; unknown names admit anything."""
+    if isinstance(node, ast.Constant):
+        if node.value is None:
+            return set(), []
+        return _kinds(ast.parse(node.value, mode="eval").body, enums) if isinstance(node.value, str) else ({"any"}, [])
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitOr):
+        (a, ca), (b, cb) = _kinds(node.left, enums), _kinds(node.right, enums)
+        return a | b, ca + cb
+    if isinstance(node, ast.Name) or isinstance(node, ast.Attribute):
+        name = node.id if isinstance(node, ast.Name) else node.attr
+        simple = {"int": "int", "float": "float", "bool": "bool", "str": "str", "dict": "dict", "list": "list"}
+        if name in simple:
+            return {simple[name]}, []
+        if name in enums:
+            return {"str"}, []
+        return ({"dict"} if name.endswith("Config") else {"any"}), []
+    if isinstance(node, ast.Subscript):
+        outer = node.value.id if isinstance(node.value, ast.Name) else getattr(node.value, "attr", "")
+        args = node.slice.elts if isinstance(node.slice, ast.Tuple) else [node.slice]
+        if outer in ("Optional", "Union"):
+            kinds: set[str] = set()
+            choices: list[Any] = []
+            for arg in args:
+                k, c = _kinds(arg, enums)
+                kinds, choices = kinds | k, choices + c
+            return kinds, choices
+        if outer == "Literal":
+            return set(), [a.value for a in args if isinstance(a, ast.Constant)]
+        if outer in ("list", "List", "tuple", "Tuple", "Sequence"):
+            item, _ = _kinds(args[0], enums)
+            return (
+                {f"list[{next(iter(item))}]"} if len(item) == 1 and item <= {"int", "str", "float"} else {"list"}
+            ), []
+        if outer in ("dict", "Dict", "Mapping"):
+            return {"dict"}, []
+    return {"any"}, []
+
+
+def _peft_root() -> Path | None:
+    try:
+        spec = importlib.util.find_spec("peft")  # finds the package without importing it (or torch)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+@functools.lru_cache(maxsize=None)
+def peft_fields(chain: tuple[tuple[str, str], ...]) -> dict[str, PeftField] | None:
+    """The fields of the installed peft's config classes ``chain`` ((file in the package, class), base first), read
+    from their source; ``None`` when peft or a class cannot be found (keys are then checked in the worker)."""
+    root = _peft_root()
+    if root is None:
+        return None
+    fields: dict[str, PeftField] = {}
+    try:
+        for relative, class_name in chain:
+            tree = ast.parse((root / relative).read_text(encoding="utf-8"))
+            classes = [n for n in tree.body if isinstance(n, ast.ClassDef)]
+            enums = {n.name for n in classes if any("Enum" in ast.unparse(b) for b in n.bases)}
+            body = next(n for n in classes if n.name == class_name)
+            for stmt in body.body:
+                if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name):
+                    kinds, choices = _kinds(stmt.annotation, enums)
+                    name = stmt.target.id
+                    fields[name] = PeftField(name, ast.unparse(stmt.annotation), frozenset(kinds), tuple(choices))
+    except (OSError, SyntaxError, ValueError, TypeError, AttributeError, IndexError, StopIteration):
+        return None  # another peft layout: the worker checks the keys against the real dataclass
+    return fields
+
+
+TARGETS_HELP = (
+    "module-name suffixes to adapt (default: peft's per-architecture mapping, e.g. BERT query,value, GPT-2 c_attn, "
+    "T5 q,v, Llama q_proj,v_proj; an unknown type takes those of one whose names it shares, as Marian BART's); "
+    "['all-linear'] adapts every linear layer but the output"
+)
+
+
+def peft_table(config: str) -> Option:
+    return Option("peft", "table", None, f"further fields of peft's {config}, passed as they are (checked by name)")
+
+
+class PeftStrategy(Strategy):
+    """A strategy that wraps the model in a peft config (see the module docs)."""
+
+    #: peft's config class, and where its fields are declared: (file inside peft, class), base classes first.
+    peft_config: ClassVar[str] = ""
+    config_chain: ClassVar[tuple[tuple[str, str], ...]] = ()
+    #: Budget shared by every peft strategy; each sets its own learning rate.
+    COMMON_BUDGET: ClassVar[Mapping[str, Any]] = {"warmup_ratio": 0.06, "weight_decay": 0.01}
+
+    def supports(self, task: Task, family: str) -> str | None:
+        reason = super().supports(task, family)
+        if reason is None and family == "encoder" and encoder_task_type(task) is None:
+            known = ", ".join(ENCODER_TASKS)
+            return f"peft strategies run encoder models on tasks with a head ({known}); {task.name!r} has none"
+        return reason
+
+    def check(self, options: Mapping[str, Any], where: str, ctx: CheckContext) -> list[Problem]:
+        problems = self.check_fields(options.get("peft") or {}, where)
+        if options.get("target_modules") == []:
+            problems.append(Problem(f"{where}.target_modules", "empty list; leave it out for peft's default modules"))
+        return problems + self.check_values(options, where)
+
+    def check_fields(self, extra: Mapping[str, Any], where: str) -> list[Problem]:
+        """Keys and value kinds of the ``peft`` table against the installed peft's config fields."""
+        fields = peft_fields(self.config_chain)
+        declared = {o.name for o in self.options}
+        problems = []
+        for key, value in extra.items():
+            at = f"{where}.peft.{key}"
+            if key in declared:
+                problems.append(Problem(at, f"set it as {where}.{key}, not in the peft table"))
+            elif key in CONTROLLED:
+                problems.append(Problem(at, CONTROLLED[key]))
+            elif fields is not None and key not in fields:
+                known = sorted(set(fields) - set(CONTROLLED))
+                problems.append(Problem(at, f"not a field of peft's {self.peft_config}{did_you_mean(key, known)}"))
+            elif fields is not None and not fields[key].accepts(value):
+                field = fields[key]
+                problems.append(Problem(at, f"peft's {self.peft_config}.{key} takes {field.annotation}, got {value!r}"))
+        return problems
+
+    def check_values(self, options: Mapping[str, Any], where: str) -> list[Problem]:
+        """Cross-option checks of one strategy."""
+        return []
+
+    def apply(self, model: Any, run: TaskRun, options: Mapping[str, Any], ctx: CellContext) -> Any:
+        from .peft_support import apply_peft
+
+        return apply_peft(model, run, self.peft_config, options, ctx)
+
+    def stored_bytes(self, model: Any) -> int | None:
+        from .peft_support import stored_bytes
+
+        return stored_bytes(model)
+
+    def describe(self) -> dict[str, Any]:
+        fields = peft_fields(self.config_chain) or {}
+        return {
+            **super().describe(),
+            "peft_config": self.peft_config,
+            "peft_fields": sorted(set(fields) - set(CONTROLLED)),
+        }
+
+
+def installed_peft() -> tuple[tuple[int, ...], str] | None:
+    """The installed peft's version, as numbers and as text, read from its metadata (peft is not imported)."""
+    try:
+        text = importlib.metadata.version("peft")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    numbers = re.match(r"\d+(?:\.\d+)*", text)
+    return (tuple(int(n) for n in numbers.group().split(".")) if numbers else (), text)
+
+
+def encoder_task_type(task: Task) -> str | None:
+    """peft's task type of an encoder cell of ``task``: its own ``peft_task_type`` or the built-in mapping."""
+    return getattr(task, "peft_task_type", None) or ENCODER_TASKS.get(task.name)
+
+
+class Lora(PeftStrategy):
+    """LoRA (Hu et al. 2021): trainable low-rank updates B·A of chosen weight matrices, scaled by alpha / r.
+
+    Defaults: r 8, alpha 16, dropout 0.1 on the attention query and value (peft's per-architecture default), as in
+    peft's examples/sequence_classification/LoRA.ipynb; learning rate 5e-4, the LoRA paper's RoBERTa-base GLUE rate
+    (4e-4..5e-4, Table 9; peft's example uses 3e-4 for RoBERTa-large)."""
+
+    name = "lora"
+    description = "LoRA (peft): low-rank updates of the attention weights; the task head trains too"
+    peft_config = "LoraConfig"
+    config_chain = (PEFT_BASE, ("tuners/lora/config.py", "LoraConfig"))
+    options = (
+        Option("r", "int", 8, "rank of the update matrices", minimum=1),
+        Option("lora_alpha", "int", 16, "scaling numerator: updates are scaled by lora_alpha / r", minimum=1),
+        Option("lora_dropout", "float", 0.1, "dropout on the adapter input", minimum=0),
+        Option("target_modules", "list[str]", None, TARGETS_HELP),
+        Option("bias", "str", "none", "which biases train", choices=("none", "all", "lora_only")),
+        Option("use_rslora", "bool", False, "rank-stabilised scaling lora_alpha / sqrt(r)"),
+        Option("use_dora", "bool", False, "DoRA: weight-decomposed LoRA"),
+        peft_table("LoraConfig"),
+    )
+    budget_defaults = {"learning_rate": 5e-4, **PeftStrategy.COMMON_BUDGET}
+
+
+class AdaLora(PeftStrategy):
+    """AdaLoRA (Zhang et al. 2023): SVD-shaped LoRA whose ranks are pruned by importance from init_r toward an
+    average of target_r during training (after each optimizer step).
+
+    Defaults: init_r 12, target_r 8, alpha 32, dropout 0.1 and learning rate 1e-3 from peft's
+    examples/conditional_generation/peft_adalora_seq2seq.py (AdaLoRA's GLUE rates were 5e-4..1.2e-3); the schedule
+    tinit 0, tfinal 0, deltaT 1 is peft's default, and total_step is the cell's planned optimizer steps."""
+
+    name = "adalora"
+    description = "AdaLoRA (peft): LoRA whose ranks are reallocated by importance while training"
+    peft_config = "AdaLoraConfig"
+    config_chain = (PEFT_BASE, ("tuners/lora/config.py", "LoraConfig"), ("tuners/adalora/config.py", "AdaLoraConfig"))
+    options = (
+        Option("init_r", "int", 12, "initial rank of every adapted matrix", minimum=1),
+        Option("target_r", "int", 8, "average rank the budget shrinks to", minimum=1),
+        Option("lora_alpha", "int", 32, "scaling numerator (updates scaled by lora_alpha / rank)", minimum=1),
+        Option("lora_dropout", "float", 0.1, "dropout on the adapter input", minimum=0),
+        Option("target_modules", "list[str]", None, TARGETS_HELP),
+        Option("tinit", "int", 0, "steps of initial warm-up before ranks are pruned", minimum=0),
+        Option("tfinal", "int", 0, "final steps with the ranks fixed", minimum=0),
+        Option("deltaT", "int", 1, "steps between rank reallocations", minimum=1),
+        Option("total_step", "int", None, "steps of the rank schedule (default: the cell's planned steps)", minimum=1),
+        peft_table("AdaLoraConfig"),
+    )
+    budget_defaults = {"learning_rate": 1e-3, **PeftStrategy.COMMON_BUDGET}
+
+    def check_values(self, options: Mapping[str, Any], where: str) -> list[Problem]:
+        problems = []
+        if options["target_r"] > options["init_r"]:
+            problems.append(Problem(f"{where}.target_r", f"exceeds init_r ({options['init_r']}); ranks only shrink"))
+        total = options.get("total_step")
+        if total is not None and options["tinit"] >= total - options["tfinal"]:
+            problems.append(Problem(f"{where}.tinit", "tinit + tfinal leave no steps of total_step to prune ranks in"))
+        return problems
+
+
+class Ia3(PeftStrategy):
+    """(IA)³ (Liu et al. 2022, T-Few): learned vectors that rescale keys, values and the feed-forward activations.
+
+    Defaults: peft's per-architecture target and feed-forward modules (BERT key, value, output.dense); learning rate
+    3e-3, the T-Few paper's rate (with Adafactor)."""
+
+    name = "ia3"
+    description = "(IA)3 (peft): learned rescaling of keys, values and feed-forward activations"
+    peft_config = "IA3Config"
+    config_chain = (PEFT_BASE, ("tuners/ia3/config.py", "IA3Config"))
+    options = (
+        Option("target_modules", "list[str]", None, TARGETS_HELP.replace("BERT query,value", "BERT key,value,dense")),
+        Option("feedforward_modules", "list[str]", None, "targets whose input is rescaled (default: peft's mapping)"),
+        peft_table("IA3Config"),
+    )
+    budget_defaults = {"learning_rate": 3e-3, **PeftStrategy.COMMON_BUDGET}
+
+
+VIRTUAL_TOKENS = Option("num_virtual_tokens", "int", 20, "number of virtual tokens", minimum=1)
+
+
+class PromptTuning(PeftStrategy):
+    """Prompt tuning (Lester et al. 2021): trainable embeddings of virtual tokens prepended to the input.
+
+    Defaults: 20 virtual tokens, randomly initialised (peft's default); learning rate 3e-2 from peft's
+    examples/causal_language_modeling/peft_prompt_tuning_clm.ipynb (AdamW; Lester et al. used 0.3 with Adafactor).
+    ``prompt_tuning_init = "TEXT"`` starts from the embeddings of ``prompt_tuning_init_text`` (the task's tokenizer)."""
+
+    name = "prompt_tuning"
+    description = "prompt tuning (peft): trainable virtual-token embeddings prepended to the input"
+    peft_config = "PromptTuningConfig"
+    config_chain = (PEFT_BASE, PROMPT_BASE, ("tuners/prompt_tuning/config.py", "PromptTuningConfig"))
+    options = (
+        VIRTUAL_TOKENS,
+        Option("prompt_tuning_init", "str", "RANDOM", "initialisation", choices=("RANDOM", "TEXT", "SAMPLE_VOCAB")),
+        Option("prompt_tuning_init_text", "str", None, "text whose token embeddings start the prompt (with TEXT)"),
+        peft_table("PromptTuningConfig"),
+    )
+    budget_defaults = {"learning_rate": 3e-2, **PeftStrategy.COMMON_BUDGET}
+
+    def check_values(self, options: Mapping[str, Any], where: str) -> list[Problem]:
+        text = options.get("prompt_tuning_init_text")
+        if options["prompt_tuning_init"] == "TEXT" and not text:
+            return [Problem(f"{where}.prompt_tuning_init_text", 'required with prompt_tuning_init = "TEXT"')]
+        if options["prompt_tuning_init"] != "TEXT" and text:
+            return [Problem(f"{where}.prompt_tuning_init_text", 'used only with prompt_tuning_init = "TEXT"')]
+        return []
+
+
+class PrefixTuning(PeftStrategy):
+    """Prefix tuning (Li & Liang 2021): trainable keys and values prepended in every attention layer.
+
+    Defaults: 20 virtual tokens without the MLP reparameterisation (peft's default); learning rate 1e-2 from peft's
+    examples/conditional_generation/peft_prefix_tuning_seq2seq.ipynb (AdamW; Li & Liang's 5e-5..8e-5 were for the
+    reparameterised prefix of much larger models)."""
+
+    name = "prefix_tuning"
+    description = "prefix tuning (peft): trainable keys and values prepended in every attention layer"
+    peft_config = "PrefixTuningConfig"
+    config_chain = (PEFT_BASE, PROMPT_BASE, ("tuners/prefix_tuning/config.py", "PrefixTuningConfig"))
+    options = (
+        VIRTUAL_TOKENS,
+        Option("prefix_projection", "bool", False, "reparameterise the prefix through a two-layer MLP"),
+        Option(
+            "encoder_hidden_size", "int", None, "MLP width with prefix_projection (default: hidden size)", minimum=1
+        ),
+        peft_table("PrefixTuningConfig"),
+    )
+    budget_defaults = {"learning_rate": 1e-2, **PeftStrategy.COMMON_BUDGET}
+
+    def supports(self, task: Task, family: str) -> str | None:
+        reason = super().supports(task, family)
+        peft = installed_peft()
+        if reason is None and family == "encoder-decoder" and peft is not None and peft[0] < (0, 18):
+            return (
+                "prefix tuning on encoder-decoder models needs peft >= 0.18: older peft builds their cross-attention "
+                f"cache through DynamicCache.key_cache, which transformers 4.56 removed (installed peft {peft[1]})"
+            )
+        return reason
+
+    def check_values(self, options: Mapping[str, Any], where: str) -> list[Problem]:
+        if options.get("encoder_hidden_size") is not None and not options["prefix_projection"]:
+            return [Problem(f"{where}.encoder_hidden_size", "used only with prefix_projection = true")]
+        return []
+
+
+class PTuning(PeftStrategy):
+    """P-tuning (Liu et al. 2021): virtual-token embeddings produced by a trained prompt encoder (MLP or LSTM).
+    Only the prompts it yields are stored (``stored_bytes``), not the encoder.
+
+    Defaults: 20 virtual tokens, MLP encoder as wide as the model; learning rate 1e-3 from peft's
+    examples/sequence_classification/P_Tuning.ipynb (which uses encoder_hidden_size 128 on RoBERTa-large)."""
+
+    name = "p_tuning"
+    description = "P-tuning (peft): virtual-token embeddings produced by a trained prompt encoder"
+    peft_config = "PromptEncoderConfig"
+    config_chain = (PEFT_BASE, PROMPT_BASE, ("tuners/p_tuning/config.py", "PromptEncoderConfig"))
+    options = (
+        VIRTUAL_TOKENS,
+        Option("encoder_reparameterization_type", "str", "MLP", "prompt encoder", choices=("MLP", "LSTM")),
+        Option(
+            "encoder_hidden_size", "int", None, "prompt encoder width (default: the model's hidden size)", minimum=1
+        ),
+        Option("encoder_num_layers", "int", 2, "LSTM layers (peft's MLP always has two)", minimum=1),
+        Option("encoder_dropout", "float", 0.0, "prompt encoder dropout", minimum=0),
+        peft_table("PromptEncoderConfig"),
+    )
+    budget_defaults = {"learning_rate": 1e-3, **PeftStrategy.COMMON_BUDGET}
+
+
+STRATEGIES = (Lora, AdaLora, Ia3, PromptTuning, PrefixTuning, PTuning)
+
+
+@hookimpl
+def harness_register_strategies(register: Any) -> None:
+    for strategy in STRATEGIES:
+        register(strategy())
