@@ -106,6 +106,7 @@ def collect(
         "transformers": _version("transformers"),
         "peft": _version("peft"),
         "accelerate": _version("accelerate"),
+        "adapters": _version("adapters"),  # AdapterHub (the bottleneck strategy; transformers 4.57 environments)
         "plugins": host.versions() if host is not None else {},
         "device": device,
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
