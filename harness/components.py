@@ -82,6 +82,7 @@ class EvalResult:
     """What a task's evaluation returns: metrics, per-example predictions, and the work done (for throughput).
 
     ``tokens`` counts the input tokens the model was given (the prompts, demonstrations included, for text-to-text
+    tasks — once per label where each label is scored with its prompt
     tasks); ``shots`` is the mean number of in-context demonstrations per prompt (``None`` without them)."""
 
     metrics: Mapping[str, float]

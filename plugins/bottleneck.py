@@ -179,7 +179,8 @@ class BottleneckAdapters(Strategy):
             "further adapters BnConfig keys, e.g. {dropout = 0.1, ln_after = true, leave_out = [0]}",
         ),
     )
-    budget_defaults: ClassVar[Mapping[str, Any]] = {"learning_rate": 1e-4}
+    # warm-up and weight decay as full fine-tuning and the peft strategies bring them: only what trains differs
+    budget_defaults: ClassVar[Mapping[str, Any]] = {"learning_rate": 1e-4, "warmup_ratio": 0.06, "weight_decay": 0.01}
 
     def check(self, options: Mapping[str, Any], where: str, ctx: CheckContext) -> list[Problem]:
         problems = []

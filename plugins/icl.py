@@ -17,7 +17,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from harness.components import CellContext, Strategy, Task, TaskRun
+from harness.components import CellContext, CheckContext, Strategy, Task, TaskRun
+from harness.errors import Problem
 from harness.hookspecs import hookimpl
 from harness.options import Option
 
@@ -72,6 +73,11 @@ class FewShot(InContext):
             minimum=0,
         ),
     )
+
+    def check(self, options: Mapping[str, Any], where: str, ctx: CheckContext) -> list[Problem]:
+        if options.get("k") == []:
+            return [Problem(f"{where}.k", "expected at least one number of demonstrations, got an empty list")]
+        return []
 
     def variants(self, options: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]]:
         k = options.get("k", 5)

@@ -10,7 +10,7 @@ checked at ``harness validate`` time. The harness sets ``task_type`` (from the t
 ``inference_mode`` and ``modules_to_save`` (the task head; a ``peft.modules_to_save`` list adds modules).
 
 Support. Encoder models run the tasks with a head (``classification`` -> ``SEQ_CLS``, ``ner`` -> ``TOKEN_CLS``; a
-third-party task may declare ``peft_task_type``); the head trains beside the adapter and counts in ``params.head``.
+third-party task may declare ``peft_task_type`` on its Task, for planning, and on its TaskRun, for the worker); the head trains beside the adapter and counts in ``params.head``.
 Decoders (``CAUSAL_LM``) and encoder-decoders (``SEQ_2_SEQ_LM``) run every task text-to-text. Every strategy runs
 every such cell; what peft alone gets wrong there is fixed in :mod:`harness_plugins.peft_support`.
 

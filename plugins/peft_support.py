@@ -180,7 +180,14 @@ def config_kwargs(
 def apply_peft(model: Any, run: TaskRun, config_class: str, options: Mapping[str, Any], ctx: CellContext) -> Any:
     """Wrap ``model`` (with the task's head) in peft's ``config_class`` built from the strategy ``options``."""
     where = f"strategies.{ctx.cell.strategy}"
-    task_type = peft_task_type(model, ctx.cell.model_family, ctx.cell.task_type, where)
+    if config_class == "AdaLoraConfig" and ctx.budget.early_stopping_patience:
+        raise HarnessError(
+            f"{where}: adalora cannot run with budget.early_stopping_patience: restoring an earlier epoch's weights "
+            "would not restore the rank budget they were pruned under (the saved adapter would cut live ranks)"
+        )
+    task_type = getattr(run, "peft_task_type", None) or peft_task_type(
+        model, ctx.cell.model_family, ctx.cell.task_type, where
+    )
     kwargs = config_kwargs(model, run, config_class, options, ctx, task_type)
     init_text = None
     if config_class == "PromptTuningConfig" and kwargs.get("prompt_tuning_init") == "TEXT":
@@ -229,6 +236,8 @@ def init_from_text(model: Any, text: str, tokenizer: Any, where: str) -> None:
         embedding.weight.copy_(weights.to(embedding.weight.dtype))
     config.prompt_tuning_init = peft.PromptTuningInit.TEXT
     config.prompt_tuning_init_text = text
+    # peft refuses to load a TEXT-initialised config without a tokenizer name (it never loads it in inference mode)
+    config.tokenizer_name_or_path = getattr(tokenizer, "name_or_path", None) or "task tokenizer"
 
 
 def _virtual_tokens(model: Any) -> int:
@@ -306,6 +315,7 @@ def align_token_classification(model: Any) -> None:
     def forward(
         input_ids: Any = None, attention_mask: Any = None, inputs_embeds: Any = None, labels: Any = None, **kwargs: Any
     ) -> Any:
+        kwargs.pop("return_dict", None)
         output = original(
             input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds, return_dict=True, **kwargs
         )

@@ -182,6 +182,12 @@ class TextClassificationRun(TextToTextRun):
         self._scoring[split] = result
         return result
 
+    def input_tokens(self, split: str) -> int:
+        """Tokens the model is given to score ``split`` by log-likelihood: every (prompt, label) sequence, so the
+        prompt (with its demonstrations) counts once per label."""
+        prompts, candidates = self.scoring_inputs(split)
+        return sum(len(p.ids) * len(labels) + sum(map(len, labels)) for p, labels in zip(prompts, candidates, strict=True))
+
     def loglik(self, model: Any, split: str, batch_size: int, device: str) -> list[list[tuple[float, int]]]:
         """Per example of ``split`` and per label: (summed log-probability of the label's tokens, their count).
 
@@ -258,6 +264,6 @@ class TextClassificationRun(TextToTextRun):
             metrics=metrics,
             predictions=rows,
             samples=len(examples),
-            tokens=sum(len(p.ids) for p in prompts),
+            tokens=self.input_tokens(split) if self.decision == "loglik" else sum(len(p.ids) for p in prompts),
             shots=self.mean_shots(prompts),
         )

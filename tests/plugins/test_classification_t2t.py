@@ -177,7 +177,9 @@ def test_loglik_scores_match_an_unbatched_computation_and_pick_the_argmax(tmp_pa
     result = run.evaluate(model, "test", batch_size=3, device="cpu")
     assert model.training  # the mode it found is restored
     prompts = run.scoring_inputs("test")[0]
-    assert result.tokens == sum(len(p.ids) for p in prompts) and result.samples == len(run.splits.test)
+    candidates = run.scoring_inputs("test")[1]
+    every_sequence = sum(len(p.ids) + len(c) for p, labels in zip(prompts, candidates, strict=True) for c in labels)
+    assert result.tokens == every_sequence and result.samples == len(run.splits.test)  # the prompt once per label
     model.eval()
     for row, prompt in list(zip(result.predictions, prompts, strict=True))[:4]:
         for label, text in VERBALIZER.items():

@@ -139,3 +139,10 @@ def test_few_shot_cells_train_nothing_store_nothing_and_record_their_prompt_cost
     assert [r["demonstrations"] for r in same] == [r["demonstrations"] for r in rows]
     assert [r["demonstrations"] for r in different] != [r["demonstrations"] for r in rows]
     assert again.metrics == few.metrics
+
+
+def test_an_empty_k_list_is_a_validation_problem(tmp_path):
+    from harness.components import CheckContext
+
+    (problem,) = FewShot().check({"k": []}, "strategies.few_shot", CheckContext(tmp_path, offline=True))
+    assert str(problem) == "strategies.few_shot.k: expected at least one number of demonstrations, got an empty list"

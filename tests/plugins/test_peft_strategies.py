@@ -256,10 +256,8 @@ def test_every_supported_cell_trains_evaluates_and_saves_its_adapter(host, data,
         if family == "encoder":
             assert any(k.endswith("classifier.weight") for k in saved), (label, list(saved))
         tensor_bytes = sum(t.numel() * t.element_size() for t in saved.values())
-        if name == "adalora":  # the factors are saved cut to the ranks allocated by the last step
-            assert 0 < tensor_bytes < record.params.stored_bytes, label
-        else:
-            assert tensor_bytes == record.params.stored_bytes, label
+        assert tensor_bytes == record.params.stored_bytes, label  # AdaLoRA: after training, cut to the kept ranks
+        if name != "adalora":
             assert record.params.artifact_bytes > record.params.stored_bytes > 0, label  # + config and header
 
 
@@ -430,6 +428,15 @@ def test_prompt_tuning_starts_from_the_text_with_the_tasks_tokenizer(host, data,
     expected = model.word_embeddings(torch.tensor((ids * 2)[:12]))
     torch.testing.assert_close(model.prompt_encoder["default"].embedding.weight, expected)
     assert model.active_peft_config.prompt_tuning_init == "TEXT"
+    host.strategy("prompt_tuning").save(model, tmp_path / "artifact")  # the saved adapter loads again
+    from peft import PeftConfig
+
+    assert PeftConfig.from_pretrained(str(tmp_path / "artifact")).prompt_tuning_init_text == text
+
+
+def test_adalora_refuses_early_stopping(host, data, tmp_path):
+    with pytest.raises(HarnessError, match="adalora cannot run with budget.early_stopping_patience"):
+        prepared(host, data, tmp_path, "adalora", "classification", "bert", "encoder", early_stopping_patience=1)
 
 
 def test_adalora_allocates_ranks_while_training(host, data, tmp_path):
