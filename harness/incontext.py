@@ -20,9 +20,12 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import HarnessError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .text2text import Prompt
 
 #: What joins demonstrations and the prompt.
 SEPARATOR = "\n\n"
@@ -82,3 +85,53 @@ class Demonstrations:
             f"k={self.k} per example, drawn from train by random.Random(f'{{seed}}:{{id}}') with seed {self.seed}, "
             f"never the evaluated example; joined by {SEPARATOR!r}; dropped farthest-first when over max_length"
         )
+
+
+class Demonstrated:
+    """In-context demonstrations for a text-to-text run (mixed into :class:`harness.text2text.TextToTextRun`, whose
+    ``splits``, ``render``, ``target_text``, ``input_text``, ``metadata`` and prompt caches it uses)."""
+
+    _demos: Demonstrations | None = None
+    splits: Any
+    metadata: Any
+    _prompts: dict[str, Any]
+    _encoded: dict[str, Any]
+
+    def use_demonstrations(self, k: int, seed: int) -> None:
+        """Start every prompt with ``k`` demonstrations from train (:mod:`harness.incontext`); 0 for zero-shot."""
+        self._demos = Demonstrations(self.splits["train"], k, seed, self.identity) if k else None
+        self._prompts, self._encoded = {}, {}
+        if self._demos is not None:
+            self.metadata["demonstrations"] = self._demos.describe()
+        else:
+            self.metadata.pop("demonstrations", None)
+
+    def identity(self, example: Any) -> str:
+        """The text that makes two examples the same example (a demonstration never has the evaluated one's)."""
+        return self.input_text(example)
+
+    def demonstrations(self, example: Any) -> tuple[Any, ...]:
+        """The demonstrations drawn for ``example`` (none without :meth:`use_demonstrations`)."""
+        return self._demos.draw(example) if self._demos is not None else ()
+
+    def compose(self, example: Any, text: str | None = None, shots: int | None = None) -> str:
+        """The whole prompt of ``example``: its last ``shots`` demonstrations (all by default), each rendered and
+        followed by its answer, then the example rendered (with ``text`` as its input text when given)."""
+        demos = self.demonstrations(example)
+        demos = demos[len(demos) - shots :] if shots is not None and shots < len(demos) else demos
+        parts = [join_answer(self.render(d), self.target_text(d)) for d in demos if shots != 0]
+        return SEPARATOR.join([*parts, self.render(example, text)])
+
+    def prompt_fields(self, prompt: Prompt) -> dict[str, Any]:
+        """What a prediction row says about its prompt: the text as given, whether it was cut and, with
+        demonstrations, how many were used (``shots``) and their ids."""
+        fields: dict[str, Any] = {"prompt": prompt.text, "prompt_truncated": prompt.truncated}
+        if self._demos is not None:
+            fields.update(shots=len(prompt.demonstrations), demonstrations=list(prompt.demonstrations))
+        return fields
+
+    def mean_shots(self, prompts: Sequence[Prompt]) -> float | None:
+        """The mean number of demonstrations per prompt (``None`` without demonstrations)."""
+        if self._demos is None or not prompts:
+            return None
+        return sum(len(p.demonstrations) for p in prompts) / len(prompts)

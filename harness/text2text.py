@@ -41,7 +41,7 @@ from .batching import inference, pad_batch
 from .components import EvalResult, LoadedModel, TaskRun
 from .errors import HarnessError
 from .generation import GenerationSettings, clean_answer, generation_config, producible_stops
-from .incontext import SEPARATOR, Demonstrations, join_answer
+from .incontext import Demonstrated
 from .prompts import render
 from .textpairs import PairSplits, TextPair
 
@@ -61,7 +61,7 @@ class Prompt:
     demonstrations: tuple[str, ...] = ()
 
 
-class TextToTextRun(TaskRun):
+class TextToTextRun(Demonstrated, TaskRun):
     """Encoded splits, generation and scoring of a text-to-text task for one cell (see the module rules).
 
     The tokenizer comes from the model source, so :meth:`build_model` (or :meth:`bind_tokenizer`) runs before
@@ -112,7 +112,7 @@ class TextToTextRun(TaskRun):
         self.pad_id: int = 0
         self._prefix: list[int] = []
         self._stops: list[str] | None = None
-        self._demos: Demonstrations | None = None
+        self._demos = None
 
     # -- what a subclass may change -----------------------------------------------------------------------------
     @abc.abstractmethod
@@ -136,42 +136,6 @@ class TextToTextRun(TaskRun):
         return render(
             self.template, {**self.values, self.input_field: self.input_text(example) if text is None else text}
         )
-
-    # -- in-context demonstrations -------------------------------------------------------------------------------
-    def use_demonstrations(self, k: int, seed: int) -> None:
-        """Start every prompt with ``k`` demonstrations from train (:mod:`harness.incontext`); 0 for zero-shot."""
-        self._demos = Demonstrations(self.splits["train"], k, seed, self.input_text) if k else None
-        self._prompts, self._encoded = {}, {}
-        if self._demos is not None:
-            self.metadata["demonstrations"] = self._demos.describe()
-        else:
-            self.metadata.pop("demonstrations", None)
-
-    def demonstrations(self, example: Any) -> tuple[Any, ...]:
-        """The demonstrations drawn for ``example`` (none without :meth:`use_demonstrations`)."""
-        return self._demos.draw(example) if self._demos is not None else ()
-
-    def compose(self, example: Any, text: str | None = None, shots: int | None = None) -> str:
-        """The whole prompt of ``example``: its last ``shots`` demonstrations (all by default), each rendered and
-        followed by its answer, then the example rendered (with ``text`` as its input text when given)."""
-        demos = self.demonstrations(example)
-        demos = demos[len(demos) - shots :] if shots is not None and shots < len(demos) else demos
-        parts = [join_answer(self.render(d), self.target_text(d)) for d in demos if shots != 0]
-        return SEPARATOR.join([*parts, self.render(example, text)])
-
-    def prompt_fields(self, prompt: Prompt) -> dict[str, Any]:
-        """What a prediction row says about its prompt: the text as given, whether it was cut and, with
-        demonstrations, how many were used (``shots``) and their ids."""
-        fields: dict[str, Any] = {"prompt": prompt.text, "prompt_truncated": prompt.truncated}
-        if self._demos is not None:
-            fields.update(shots=len(prompt.demonstrations), demonstrations=list(prompt.demonstrations))
-        return fields
-
-    def mean_shots(self, prompts: Sequence[Prompt]) -> float | None:
-        """The mean number of demonstrations per prompt (``None`` without demonstrations)."""
-        if self._demos is None or not prompts:
-            return None
-        return sum(len(p.demonstrations) for p in prompts) / len(prompts)
 
     # -- tokenizer and model ------------------------------------------------------------------------------------
     def bind_tokenizer(self, tokenizer: Any) -> None:

@@ -118,6 +118,9 @@ class TextClassificationRun(TextToTextRun):
     def input_text(self, example: Example) -> str:  # type: ignore[override]
         return example.text
 
+    def identity(self, example: Example) -> str:  # type: ignore[override]
+        return example.text if example.text_pair is None else f"{example.text}\n{example.text_pair}"
+
     def target_text(self, example: Example) -> str:  # type: ignore[override]
         return self.verbalised[example.label]
 
