@@ -1,7 +1,8 @@
 """Deterministic generation settings shared by the text-to-text tasks (greedy or beam search, stop strings).
 
 Decoding is never sampled: greedy, or beam search with ``num_beams``. A sequence stops at the end token, after
-``max_new_tokens`` or at a ``stop`` string; answers are cut before the first stop string and stripped.
+``max_new_tokens`` or at a ``stop`` string once its answer has begun (leading whitespace is not an answer); answers
+are stripped of leading whitespace, cut before the first stop string and stripped.
 """
 
 from __future__ import annotations
@@ -74,8 +75,31 @@ def producible_stops(tokenizer: Any, stops: Sequence[str]) -> list[str]:
     return usable
 
 
+def answer_stop(tokenizer: Any, stops: Sequence[str]) -> Any:
+    """A stopping criterion that ends each sequence at the first of ``stops`` *after its answer has begun*: the
+    whitespace a model emits first (an instruction-tuned decoder often starts its answer on a new line) is not the
+    end of an answer. It reads the tokens generated so far (those after the width it first sees, less the one token
+    just added), so it serves decoders, encoder-decoders and inputs widened by virtual tokens alike. One per call of
+    ``generate``."""
+    import torch
+    from transformers import StoppingCriteria
+
+    class AnswerStop(StoppingCriteria):
+        start: int | None = None
+
+        def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+            if self.start is None:
+                self.start = input_ids.shape[1] - 1
+            texts = tokenizer.batch_decode(input_ids[:, self.start :], skip_special_tokens=True)
+            done = [any(stop in text.lstrip() for stop in stops) for text in texts]
+            return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+    return AnswerStop()
+
+
 def clean_answer(text: str, stops: Sequence[str]) -> str:
-    """``text`` cut before the first of ``stops`` and stripped of surrounding whitespace."""
+    """``text`` without leading whitespace, cut before the first of ``stops``, stripped of surrounding whitespace."""
+    text = text.lstrip()
     for stop in stops:
         text = text.split(stop, 1)[0]
     return text.strip()

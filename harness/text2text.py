@@ -26,8 +26,9 @@ Rules:
 * **Batches**: training batches are padded on the right (``labels`` with -100); generation batches of decoders on the
   left, so each prompt ends where generation starts; generation runs longest prompts first.
 * **Decoding** is deterministic: greedy, or beam search with ``num_beams``; never sampled. A sequence stops at the end
-  token, after ``max_new_tokens`` or at a ``stop`` string; decoders return only the new tokens. Predictions are
-  decoded without special tokens, cut before the first stop string and stripped of surrounding whitespace.
+  token, after ``max_new_tokens`` or at a ``stop`` string once the answer has begun (leading whitespace is not an
+  answer); decoders return only the new tokens. Predictions are decoded without special tokens, stripped of leading
+  whitespace, cut before the first stop string and stripped of surrounding whitespace.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from typing import Any
 from .batching import inference, pad_batch
 from .components import EvalResult, LoadedModel, TaskRun
 from .errors import HarnessError
-from .generation import GenerationSettings, clean_answer, generation_config, producible_stops
+from .generation import GenerationSettings, answer_stop, clean_answer, generation_config, producible_stops
 from .incontext import Demonstrated
 from .prompts import render
 from .textpairs import PairSplits, TextPair
@@ -325,10 +326,11 @@ class TextToTextRun(Demonstrated, TaskRun):
         """Answers to ``prompts`` (in their order), generated in batches of ``batch_size``, longest prompts first.
 
         Call it in eval mode under ``torch.no_grad()`` (as :meth:`evaluate` does)."""
+        from transformers import StoppingCriteriaList
+
         tokenizer = self._require_tokenizer()
         config = self._generation_config(model)
         stops = self._stop_strings()
-        extra = {"stop_strings": stops, "tokenizer": tokenizer} if stops else {}
         side = "left" if self.family == "decoder" else "right"
         order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i].ids))
         answers = [""] * len(prompts)
@@ -339,7 +341,7 @@ class TextToTextRun(Demonstrated, TaskRun):
                 input_ids=batch["input_ids"].to(device),
                 attention_mask=batch["attention_mask"].to(device),
                 generation_config=config,
-                **extra,
+                **({"stopping_criteria": StoppingCriteriaList([answer_stop(tokenizer, stops)])} if stops else {}),
             )
             if self.family == "decoder":
                 output = output[:, batch["input_ids"].shape[1] :]

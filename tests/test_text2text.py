@@ -284,3 +284,22 @@ def test_evaluate_rows_tokens_and_mode(tokenizer):
     assert first["prompt"] == "Translate:\na small cat\nGerman:" and first["prompt_truncated"] is False
     assert run.evaluate(model, "test", batch_size=1, device="cpu").predictions == result.predictions  # deterministic
     assert run.metadata["prompt_template"] == TEMPLATE and run.metadata["generation"].startswith("greedy")
+
+
+def test_a_stop_string_ends_an_answer_only_after_it_has_begun():
+    from harness.generation import answer_stop, clean_answer
+
+    vocab = {0: "prompt ", 1: "\n", 2: "Das", 3: " Haus", 4: " "}
+
+    class Tokenizer:  # byte-level vocabularies produce a newline; this one spells it out
+        def batch_decode(self, rows, skip_special_tokens=True):
+            return ["".join(vocab[i] for i in row.tolist()) for row in rows]
+
+    stop = answer_stop(Tokenizer(), ["\n"])
+    steps = torch.tensor([[0, 0, 1], [0, 0, 2], [0, 0, 4]])  # first new tokens: a newline, a word, a space
+    assert stop(steps, None).tolist() == [False, False, False]  # leading whitespace is not the end of an answer
+    steps = torch.cat([steps, torch.tensor([[2], [1], [1]])], dim=1)
+    assert stop(steps, None).tolist() == [False, True, False]  # after "Das" a newline ends it; " \n" is still lead
+    steps = torch.cat([steps, torch.tensor([[1], [3], [2]])], dim=1)
+    assert stop(steps, None).tolist() == [True, True, False]
+    assert clean_answer("\n Das Haus\nmore", ["\n"]) == "Das Haus"
