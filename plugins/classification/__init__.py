@@ -32,6 +32,7 @@ from .data import FORMATS, check_files, load_splits, read_label_map
 
 if TYPE_CHECKING:  # pragma: no cover
     from harness.components import TaskRun
+    from harness.stats import ItemStats
 
 METRICS = ("accuracy", "macro_f1")
 DECISIONS = ("loglik", "generate")
@@ -219,6 +220,15 @@ class ClassificationTask(Task):
         return ClassificationRun(
             splits, primary_metric=options["primary_metric"], max_length=budget.max_length, progress=ctx.progress
         )
+
+    def item_statistics(
+        self, predictions: Sequence[Mapping[str, Any]], metric: str, options: Mapping[str, Any]
+    ) -> ItemStats | None:
+        """``accuracy`` and ``macro_f1`` per test item, from either path's rows
+        (:func:`harness_plugins.classification.scores.item_statistics`); ``None`` for ``n`` and ``unparsed``."""
+        from .scores import item_statistics
+
+        return item_statistics(predictions, metric, options)
 
 
 def _template_fields(template: str) -> tuple[str, ...] | None:

@@ -14,9 +14,9 @@ targets are the verbalised labels. The answer of a cell's model is read by the `
   ``stop``), parsed by :func:`parse_answer`; an answer that names no label is *unparsed*: its prediction is ``null``,
   it counts as wrong, and the metric ``unparsed`` counts them.
 
-Metrics (:func:`classification_metrics`): accuracy and macro-F1 (scikit-learn, ``zero_division=0``), macro-F1 over
-the labels occurring in the references or the parsed predictions (as the encoder path), so both recompute from the
-saved predictions.
+Metrics (:func:`~harness_plugins.classification.scores.classification_metrics`, re-exported here): accuracy and
+macro-F1 (scikit-learn, ``zero_division=0``), macro-F1 over the labels occurring in the references or the parsed
+predictions (as the encoder path), so both recompute from the saved predictions.
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ from typing import Any
 
 import sklearn
 import torch
-from sklearn.metrics import accuracy_score, f1_score
 
 from harness.batching import inference, pad_batch
 from harness.components import EvalResult
@@ -36,6 +35,7 @@ from harness.text2text import IGNORE_INDEX, GenerationSettings, Prompt, TextToTe
 
 from . import task_prompts, verbalise
 from .data import Example, Splits
+from .scores import classification_metrics
 
 
 def parse_answer(generation: str, verbalised: Mapping[str, str]) -> str | None:
@@ -49,25 +49,6 @@ def parse_answer(generation: str, verbalised: Mapping[str, str]) -> str | None:
         return max(prefixed, key=lambda label: len(texts[label]))
     found = [(answer.find(text), -len(text), label) for label, text in texts.items() if text in answer]
     return min(found, key=lambda hit: hit[:2])[2] if found else None
-
-
-def classification_metrics(
-    predictions: Sequence[str | None], references: Sequence[str], labels: Sequence[str]
-) -> dict[str, float]:
-    """Accuracy, macro-F1 and the count of unparsed (``None``) predictions; an unparsed prediction is a miss for its
-    reference's label and adds no class of its own."""
-    if not references:
-        return {"accuracy": 0.0, "macro_f1": 0.0, "unparsed": 0.0}
-    index = {label: i for i, label in enumerate(labels)}
-    occurring = set(references) | {p for p in predictions if p is not None}
-    refs = [index[r] for r in references]
-    preds = [index[p] if p is not None else -1 for p in predictions]
-    present = [index[label] for label in labels if label in occurring]
-    return {
-        "accuracy": float(accuracy_score(refs, preds)),
-        "macro_f1": float(f1_score(refs, preds, labels=present, average="macro", zero_division=0)),
-        "unparsed": float(sum(p is None for p in predictions)),
-    }
 
 
 class TextClassificationRun(TextToTextRun):

@@ -17,7 +17,7 @@ This module stays light (no torch).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from harness.components import CellContext, CheckContext, Task
@@ -32,6 +32,8 @@ from .spans import TOKENIZATIONS
 from .tags import SCHEMES
 
 if TYPE_CHECKING:  # pragma: no cover
+    from harness.stats import ItemStats
+
     from .run import NerRun
     from .text2text import NerTextRun
 
@@ -132,6 +134,15 @@ class NerTask(Task):
             label_all_subtokens=options["label_all_subtokens"],
             progress=ctx.progress,
         )
+
+    def item_statistics(
+        self, predictions: Sequence[Mapping[str, Any]], metric: str, options: Mapping[str, Any]
+    ) -> ItemStats | None:
+        """Entity counts per sentence for ``precision``, ``recall``, ``f1`` (micro) and their per-type versions, tag
+        counts for ``token_accuracy`` (:func:`harness_plugins.ner.scores.item_statistics`); ``None`` for others."""
+        from .scores import item_statistics
+
+        return item_statistics(predictions, metric, options)
 
 
 @hookimpl

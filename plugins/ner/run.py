@@ -20,7 +20,6 @@ from collections.abc import Mapping, Sequence
 from importlib.metadata import version
 from typing import Any, Callable
 
-from seqeval.metrics import accuracy_score, classification_report, f1_score, precision_score, recall_score
 from transformers import AutoModelForTokenClassification
 
 from harness.batching import argmax_predictions, pad_batch
@@ -28,32 +27,10 @@ from harness.components import EvalResult, LoadedModel, TaskRun
 from harness.errors import HarnessError
 
 from .data import Sentence, Splits
+from .scores import score
 from .tags import inside
 
 IGNORE = -100
-_AVERAGES = ("micro avg", "macro avg", "weighted avg")
-
-
-def score(references: Sequence[Sequence[str]], predictions: Sequence[Sequence[str]]) -> dict[str, float]:
-    """Entity-level micro and per-type precision / recall / F1 (seqeval default mode), plus token accuracy."""
-    metrics = {
-        "precision": float(precision_score(references, predictions, zero_division=0)),
-        "recall": float(recall_score(references, predictions, zero_division=0)),
-        "f1": float(f1_score(references, predictions, zero_division=0)),
-        "token_accuracy": float(accuracy_score(references, predictions)),
-    }
-    report = classification_report(references, predictions, output_dict=True, zero_division=0)
-    for kind, row in sorted(report.items()):
-        if kind not in _AVERAGES:
-            metrics.update(
-                {
-                    f"precision.{kind}": float(row["precision"]),
-                    f"recall.{kind}": float(row["recall"]),
-                    f"f1.{kind}": float(row["f1-score"]),
-                    f"support.{kind}": float(row["support"]),
-                }
-            )
-    return metrics
 
 
 def _scheme_note(splits: Splits) -> str:

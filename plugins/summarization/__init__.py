@@ -6,7 +6,7 @@ document, as in DialogSum's test set), or a hub dataset (:mod:`harness.textpairs
 at a token boundary, never the template (:mod:`harness.text2text`); ``max_target_length``, ``max_new_tokens``,
 ``num_beams`` and ``stop`` set training targets and generation.
 
-Metrics (:mod:`harness_plugins.summarization.run`): ROUGE-1, ROUGE-2, ROUGE-L and ROUGE-Lsum F1 from rouge-score's
+Metrics (:mod:`harness_plugins.summarization.scores`): ROUGE-1, ROUGE-2, ROUGE-L and ROUGE-Lsum F1 from rouge-score's
 ``RougeScorer(use_stemmer=True)`` (Porter stemmer), the best reference per example and metric, averaged over examples,
 reported as fractions in 0..1 (not percentages). Primary: ``rougeL`` unless ``primary_metric`` says otherwise.
 
@@ -15,7 +15,7 @@ This module stays light (no torch); the run lives in :mod:`harness_plugins.summa
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from harness.components import CellContext, CheckContext, Task
@@ -28,6 +28,8 @@ from harness.textpairs import pair_data_options
 from . import data
 
 if TYPE_CHECKING:  # pragma: no cover
+    from harness.stats import ItemStats
+
     from .run import SummarizationRun
 
 METRICS = ("rouge1", "rouge2", "rougeL", "rougeLsum")
@@ -66,6 +68,15 @@ class SummarizationTask(Task):
         return SummarizationRun(
             splits, options, family=ctx.cell.model_family, max_length=budget.max_length, progress=ctx.progress
         )
+
+    def item_statistics(
+        self, predictions: Sequence[Mapping[str, Any]], metric: str, options: Mapping[str, Any]
+    ) -> ItemStats | None:
+        """Each item's best F1 over its references for ``rouge1``, ``rouge2``, ``rougeL``, ``rougeLsum``
+        (:func:`harness_plugins.summarization.scores.item_statistics`); ``None`` for ``n``."""
+        from .scores import item_statistics
+
+        return item_statistics(predictions, metric, options)
 
 
 @hookimpl

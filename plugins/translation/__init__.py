@@ -16,7 +16,7 @@ This module stays light (no torch); the run lives in :mod:`harness_plugins.trans
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from harness.components import CellContext, CheckContext, Task
@@ -29,6 +29,8 @@ from harness.textpairs import pair_data_options
 from . import data
 
 if TYPE_CHECKING:  # pragma: no cover
+    from harness.stats import ItemStats
+
     from .run import TranslationRun
 
 METRICS = ("bleu", "chrf")
@@ -75,6 +77,15 @@ class TranslationTask(Task):
         return TranslationRun(
             splits, options, family=ctx.cell.model_family, max_length=budget.max_length, progress=ctx.progress
         )
+
+    def item_statistics(
+        self, predictions: Sequence[Mapping[str, Any]], metric: str, options: Mapping[str, Any]
+    ) -> ItemStats | None:
+        """sacreBLEU's per-sentence statistics of ``bleu`` and ``chrf``, with the task's tokenizer and every reference
+        of a row (:func:`harness_plugins.translation.scores.item_statistics`); ``None`` for ``n``."""
+        from .scores import item_statistics
+
+        return item_statistics(predictions, metric, options)
 
 
 @hookimpl

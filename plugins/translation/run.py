@@ -14,23 +14,7 @@ from harness.text2text import GenerationSettings, TextToTextRun
 from harness.textpairs import PairSplits
 
 from . import data
-
-
-def reference_streams(references: Sequence[Sequence[str]]) -> list[list[str | None]]:
-    """Per-example reference lists as sacreBLEU's reference streams (``None`` where an example has fewer)."""
-    width = max((len(r) for r in references), default=1)
-    return [[refs[k] if k < len(refs) else None for refs in references] for k in range(width)]
-
-
-def bleu_chrf(
-    predictions: Sequence[str], references: Sequence[Sequence[str]], *, target_lang: str, tokenize: str | None = None
-) -> dict[str, float]:
-    """sacreBLEU corpus BLEU and chrF (0–100) of ``predictions`` against all references of each example; BLEU's
-    tokenizer is ``tokenize``, else sacreBLEU's default for ``target_lang``."""
-    streams = reference_streams(references)
-    bleu = BLEU(tokenize=tokenize, trg_lang=target_lang).corpus_score(list(predictions), streams)
-    chrf = CHRF().corpus_score(list(predictions), streams)
-    return {"bleu": float(bleu.score), "chrf": float(chrf.score)}
+from .scores import bleu_chrf, reference_streams
 
 
 class TranslationRun(TextToTextRun):
