@@ -89,18 +89,61 @@ def run(suite: Path, **options: Any) -> None:
     sys.exit(run_suite(suite, RunOptions(**options)))
 
 
+DIMENSIONS = ("task", "strategy", "model")
+
+
 @cli.command()
 @click.argument("results", type=click.Path(path_type=Path))
-@click.option("--format", "fmt", default="table", show_default=True, help="Reporter: table, markdown, csv, json, or a plugin's.")
-@click.option("--output", "-o", type=click.Path(path_type=Path), help="Write to this file instead of standard output.")
-def report(results: Path, fmt: str, output: Path | None) -> None:
-    """Compare the records in RESULTS: rows are tasks, columns strategies, one table per model."""
+@click.option("--format", "fmt", default="table", show_default=True,
+              help="Reporter: table, markdown, latex, html, csv, json, tensorboard, or a plugin's.")
+@click.option("--output", "-o", type=click.Path(path_type=Path),
+              help="Write to this file instead of standard output (a directory for directory reporters).")
+@click.option("--rows", default="task", show_default=True, type=click.Choice(DIMENSIONS), help="Row dimension.")
+@click.option("--cols", default="strategy", show_default=True, type=click.Choice(DIMENSIONS),
+              help="Column dimension; the third dimension gives one table per value.")
+@click.option("--metric", help="Metric to compare instead of each task's primary metric.")
+@click.option("--baseline", help="Reference of the Δ values (a strategy by default; `full` when present).")
+@click.option("--alpha", default=0.05, show_default=True, type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              help="Significance level of the † marks.")
+@click.option("--resamples", default=10_000, show_default=True, type=click.IntRange(min=100),
+              help="Resamples of the paired approximate randomisation test.")
+@click.option("--plots", "plots_dir", type=click.Path(path_type=Path, file_okay=False),
+              help="Also write the plots (PNG and SVG) into this directory.")
+def report(
+    results: Path, fmt: str, output: Path | None, rows: str, cols: str, metric: str | None, baseline: str | None,
+    alpha: float, resamples: int, plots_dir: Path | None,
+) -> None:
+    """Compare the records in RESULTS: rows are tasks, columns strategies, one table per model (by default)."""
     from .host import PluginHost
     from .report import load_rows
+    from .reporting import ReportOptions, build_report
 
     host = PluginHost.load()
     reporter = host.reporter(fmt)
-    text = reporter.render(load_rows(results))
+    if reporter.output == "directory" and output is None:
+        raise HarnessError(f"--format {fmt} writes a directory: give it with --output DIR")
+    options = ReportOptions(rows=rows, cols=cols, metric=metric, baseline=baseline, alpha=alpha, resamples=resamples)
+    built = build_report(load_rows(results), options, results_dir=results, task_lookup=_task_lookup(host))
+    if plots_dir is not None:
+        from dataclasses import replace
+
+        from .figures import write_report_plots
+
+        try:
+            written = write_report_plots(built, plots_dir)
+        except OSError as exc:
+            raise HarnessError(f"{plots_dir}: cannot write the plots ({exc.strerror or exc})") from None
+        built = replace(built, plots=tuple(written))
+        click.echo(f"{len(written)} plot files written to {plots_dir}", err=True)
+    if reporter.output == "directory":
+        assert output is not None
+        try:
+            written = reporter.write(built, output)
+        except OSError as exc:
+            raise HarnessError(f"{output}: cannot write the report ({exc.strerror or exc})") from None
+        click.echo(f"{len(written)} files written to {output}", err=True)
+        return
+    text = reporter.render(built)
     if output:
         try:
             output.write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")
@@ -108,6 +151,50 @@ def report(results: Path, fmt: str, output: Path | None) -> None:
             raise HarnessError(f"{output}: cannot write the report ({exc.strerror or exc})") from None
     else:
         click.echo(text)
+
+
+@cli.command()
+@click.argument("a", type=click.Path(path_type=Path))
+@click.argument("b", type=click.Path(path_type=Path))
+@click.option("--format", "fmt", default="table", show_default=True, type=click.Choice(["table", "markdown", "csv", "json"]))
+@click.option("--output", "-o", type=click.Path(path_type=Path), help="Write to this file instead of standard output.")
+@click.option("--metric", help="Metric to compare instead of each task's primary metric.")
+@click.option("--alpha", default=0.05, show_default=True, type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              help="Significance level of the * marks (after Holm's correction).")
+@click.option("--resamples", default=10_000, show_default=True, type=click.IntRange(min=100),
+              help="Resamples of the paired approximate randomisation test.")
+def compare(a: Path, b: Path, fmt: str, output: Path | None, metric: str | None, alpha: float, resamples: int) -> None:
+    """Compare two results directories A and B cell by cell: Δ = B − A, significance, cost ratios."""
+    from . import compare as comparing
+    from .host import PluginHost
+    from .report import load_rows
+
+    host = PluginHost.load()
+    rows_a, rows_b = load_rows(a), load_rows(b)
+    if metric is not None and not any(metric in (r.get("metrics") or {}) for r in [*rows_a, *rows_b]):
+        raise HarnessError(f"--metric {metric}: no record of {a} or {b} has it")
+    pairs = comparing.compare(rows_a, rows_b, metric=metric, task_lookup=_task_lookup(host), resamples=resamples)
+    text = comparing.render(pairs, fmt, a=str(a), b=str(b), rows_a=rows_a, rows_b=rows_b, alpha=alpha,
+                            resamples=resamples)
+    if output:
+        try:
+            output.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise HarnessError(f"{output}: cannot write the comparison ({exc.strerror or exc})") from None
+    else:
+        click.echo(text, nl=False)
+
+
+def _task_lookup(host: Any) -> Any:
+    """Task type name -> the installed task plugin, or ``None`` (then significance falls back to seeds)."""
+
+    def lookup(name: str) -> Any:
+        try:
+            return host.task(name)
+        except HarnessError:
+            return None
+
+    return lookup
 
 
 def main() -> None:

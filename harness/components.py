@@ -19,6 +19,8 @@ from .options import Option
 if TYPE_CHECKING:  # pragma: no cover
     from .budget import Budget
     from .plan import Cell
+    from .reporting import Report
+    from .stats import ItemStats
 
 #: Model families. Encoders use a task head; decoders and encoder-decoders a text-to-text formulation.
 FAMILIES = ("encoder", "decoder", "encoder-decoder")
@@ -177,6 +179,22 @@ class Task(Component):
     def setup(self, options: Mapping[str, Any], ctx: CellContext) -> TaskRun:
         """Load and encode the data for one cell (in the worker)."""
 
+    def item_statistics(
+        self, predictions: Sequence[Mapping[str, Any]], metric: str, options: Mapping[str, Any]
+    ) -> ItemStats | None:
+        """Additive per-item statistics of ``metric`` over a cell's saved prediction rows, for paired significance
+        tests in reports (approximate randomisation swaps two cells' rows item by item).
+
+        Row ``i`` of the result's ``values`` belongs to ``predictions[i]`` (its ``id``); the result's ``metric`` of the
+        column sums equals the metric the task recorded for these predictions (to rounding, 1e-9). ``options`` are the
+        task's resolved options as the record stores them (``record["config"]["task"]["options"]``).
+
+        Called by ``harness report`` in the main process, so it must not import torch (nor transformers): import the
+        metric library inside the method. Returns ``None`` when the metric has no additive per-item form (counts such
+        as ``n``) or is unknown, and when the rows cannot be read (a failed or partial cell's rows lacking fields); it
+        never raises for those. The default: ``None`` for every metric."""
+        return None
+
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "families": sorted(self.families)}
 
@@ -255,10 +273,21 @@ class Executor(Component):
 
 
 class Reporter(Component):
-    """An output format for ``harness report``."""
+    """An output format for ``harness report``.
+
+    A ``"text"`` reporter implements :meth:`render`; the CLI prints its text or writes it to ``--output FILE``. A
+    ``"directory"`` reporter (TensorBoard event files, say) implements :meth:`write` and needs ``--output DIR``.
+    """
 
     kind: ClassVar[str] = "reporter"
+    #: ``"text"`` (:meth:`render`) or ``"directory"`` (:meth:`write`).
+    output: ClassVar[str] = "text"
 
-    @abc.abstractmethod
-    def render(self, rows: Sequence[Mapping[str, Any]]) -> str:
-        """Render report rows (the JSON contract of ``harness report --format json``) to text."""
+    def render(self, report: Report) -> str:
+        """The report as text. ``report`` is a :class:`harness.reporting.Report`: ``report.rows`` are the records
+        (the JSON contract of :mod:`harness.records`), ``report.tables`` the pivots with their tests."""
+        raise NotImplementedError(f"reporter {self.name!r} writes a directory: use --output DIR")
+
+    def write(self, report: Report, directory: Path) -> list[Path]:
+        """Write the report into ``directory`` (created if missing); the files written."""
+        raise NotImplementedError(f"reporter {self.name!r} renders text")

@@ -23,7 +23,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from .components import Executor, ModelSource, Reporter, Strategy, Task
 
 #: Version of the hook API. A plugin may declare ``HARNESS_API_VERSION = N``; the host refuses plugins with N newer.
-API_VERSION = 1
+#: 1: the first API. 2: :meth:`harness.components.Reporter.render` receives a :class:`harness.reporting.Report`
+#: (its records are ``report.rows``) instead of the rows; reporters may write a directory (``output``, ``write``).
+API_VERSION = 2
 
 PROJECT = "harness"
 hookspec = pluggy.HookspecMarker(PROJECT)

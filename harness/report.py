@@ -1,8 +1,8 @@
-"""Reading a results directory into report rows, and summarising them for the comparison tables.
+"""Reading a results directory into report rows, and the text of the comparison tables every reporter shares.
 
-A *row* is :meth:`harness.records.Record.to_json` of one cell: the contract ``harness report --format json``
-prints. Rows are summarised per (model, task, strategy) over their seeds: only ``ok`` seeds enter the mean, the
-sample standard deviation (n-1; 0 for one seed) and ``n``; failed and skipped seeds are counted, never averaged.
+A *row* is :meth:`harness.records.Record.to_json` of one cell (``harness report --format json`` prints them under
+``records``). :mod:`harness.analysis` aggregates rows over seeds and tests the differences; this module turns its
+tables into cell texts (:func:`table_cells`, :func:`cost_table`) that each format marks up in its own way.
 
 Numbers in tables: a metric's mean is shown with 4 significant digits and its standard deviation to the same
 decimal place (``0.8123 ± 0.0123``); metrics are shown as the task reports them (fractions stay fractions). Times
@@ -14,15 +14,17 @@ from __future__ import annotations
 
 import json
 import math
-import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import HarnessError
 from .records import Record, read_record
-from .store import PLAN, RECORD, ResultStore
+from .store import PLAN, RECORD
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .analysis import Table
 
 Row = Mapping[str, Any]
 
@@ -34,11 +36,13 @@ MEMORY_LEGEND = (
 
 
 class Rows(list[dict[str, Any]]):
-    """Report rows (``Record.to_json()`` dicts) plus ``pending``: planned cells that have no record yet."""
+    """Report rows (``Record.to_json()`` dicts) plus ``pending``: planned cells that have no record yet, and
+    ``dirs``: record key -> the cell's folder (its predictions, steps.json and log)."""
 
-    def __init__(self, rows: Iterable[dict[str, Any]] = (), pending: int = 0):
+    def __init__(self, rows: Iterable[dict[str, Any]] = (), pending: int = 0, dirs: dict[str, Path] | None = None):
         super().__init__(rows)
         self.pending = pending
+        self.dirs: dict[str, Path] = dict(dirs or {})
 
 
 def pending_count(rows: Sequence[Row]) -> int:
@@ -80,13 +84,17 @@ def load_rows(results_dir: Path) -> Rows:
 
 
 def _newest_records(root: Path) -> Rows:
-    newest: dict[tuple[str, str, str, int], Record] = {}
-    for record in ResultStore(root).records():
+    newest: dict[tuple[str, str, str, int], tuple[Record, Path]] = {}
+    for path in sorted((root / "cells").glob(f"*/{RECORD}")):
+        try:
+            record = read_record(path)
+        except (ValueError, KeyError, TypeError, OSError):
+            continue
         identity = (record.task, record.strategy, record.model, record.seed)
         kept = newest.get(identity)
-        if kept is None or (record.finished_at or "") > (kept.finished_at or ""):
-            newest[identity] = record
-    return Rows(r.to_json() for r in newest.values())
+        if kept is None or (record.finished_at or "") > (kept[0].finished_at or ""):
+            newest[identity] = (record, path.parent)
+    return Rows((r.to_json() for r, _ in newest.values()), dirs={r.key: d for r, d in newest.values()})
 
 
 def _rows_from_plan(root: Path) -> Rows:
@@ -109,6 +117,7 @@ def _rows_from_plan(root: Path) -> Rows:
             rows.pending += 1
         else:
             rows.append(record.to_json())
+            rows.dirs[record.key] = root / "cells" / dirname
     return rows
 
 
@@ -120,114 +129,6 @@ def _read_matching(path: Path, key: str) -> Record | None:
     return record if record.key == key else None
 
 
-# -- aggregation -----------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Summary:
-    """One (model, task, strategy) over its seeds. Means are over ``ok`` seeds only.
-
-    :param metric: the primary metric's name; ``mean``/``std``/``n`` describe it (``None``/``None``/0 without ok
-        seeds). ``std`` is the sample standard deviation (n-1), 0 for one seed.
-    :param memory_kind: ``"GPU"`` when every ok seed has a GPU peak allocated figure (then ``peak_memory_bytes`` is
-        its mean), else ``"RSS"`` (the mean peak RSS); ``None`` without figures.
-    """
-
-    model: str
-    task: str
-    strategy: str
-    metric: str | None
-    mean: float | None
-    std: float | None
-    n: int
-    failed: int
-    skipped: int
-    error: str | None
-    skip_reason: str | None
-    train_s: float | None
-    peak_memory_bytes: float | None
-    memory_kind: str | None
-    trainable: int | None
-    trainable_pct: float | None
-
-
-def _mean(values: Iterable[Any]) -> float | None:
-    numbers = [float(v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
-    return statistics.fmean(numbers) if numbers else None
-
-
-def summarize(rows: Sequence[Row]) -> list[Summary]:
-    """Summaries per (model, task, strategy), in the order the groups first appear in ``rows``."""
-    groups: dict[tuple[str, str, str], list[Row]] = {}
-    for row in rows:
-        groups.setdefault((row["model"], row["task"], row["strategy"]), []).append(row)
-    return [_summarize(key, members) for key, members in groups.items()]
-
-
-def _summarize(key: tuple[str, str, str], rows: list[Row]) -> Summary:
-    ok = [r for r in rows if r["status"] == "ok"]
-    failed = [r for r in rows if r["status"] == "failed"]
-    skipped = [r for r in rows if r["status"] == "skipped"]
-    metric = next((r["primary_metric"] for r in ok if r.get("primary_metric")), None)
-    metric = metric or next((r["primary_metric"] for r in rows if r.get("primary_metric")), None)
-    values = [float(r["metrics"][metric]) for r in ok if metric and _is_number((r.get("metrics") or {}).get(metric))]
-    mean = statistics.fmean(values) if values else None
-    std = (statistics.stdev(values) if len(values) > 1 else 0.0) if values else None
-    memories = [r.get("memory") or {} for r in ok]
-    gpu = [m.get("gpu_peak_allocated_bytes") for m in memories]
-    if memories and all(v is not None for v in gpu):
-        memory_kind, peak = "GPU", _mean(gpu)
-    else:
-        peak = _mean(m.get("peak_rss_bytes") for m in memories)
-        memory_kind = "RSS" if peak is not None else None
-    params = [r.get("params") or {} for r in ok]
-    trainable = _mean(p.get("trainable") for p in params)
-    return Summary(
-        model=key[0], task=key[1], strategy=key[2], metric=metric, mean=mean, std=std, n=len(values),
-        failed=len(failed), skipped=len(skipped),
-        error=next((r.get("error") for r in failed if r.get("error")), None),
-        skip_reason=next((r.get("error") for r in skipped if r.get("error")), None),
-        train_s=_mean((r.get("timing") or {}).get("train_s") for r in ok),
-        peak_memory_bytes=peak, memory_kind=memory_kind,
-        trainable=round(trainable) if trainable is not None else None,
-        trainable_pct=_mean(p.get("trainable_pct") for p in params),
-    )
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-@dataclass(frozen=True)
-class ModelView:
-    """The summaries of one model arranged for a pivot: rows are tasks, columns strategies (first-seen order)."""
-
-    model: str
-    tasks: tuple[str, ...]
-    strategies: tuple[str, ...]
-    #: task -> its primary metric's name (``None`` when no cell of the task reported one).
-    metrics: Mapping[str, str | None]
-    cells: Mapping[tuple[str, str], Summary]
-
-
-def by_model(rows: Sequence[Row]) -> list[ModelView]:
-    """One :class:`ModelView` per model, in the order models first appear in ``rows``."""
-    views: dict[str, list[Summary]] = {}
-    for summary in summarize(rows):
-        views.setdefault(summary.model, []).append(summary)
-    out = []
-    for model, summaries in views.items():
-        tasks = tuple(dict.fromkeys(s.task for s in summaries))
-        metrics = {t: next((s.metric for s in summaries if s.task == t and s.metric), None) for t in tasks}
-        out.append(
-            ModelView(
-                model=model, tasks=tasks, strategies=tuple(dict.fromkeys(s.strategy for s in summaries)),
-                metrics=metrics, cells={(s.task, s.strategy): s for s in summaries},
-            )
-        )
-    return out
-
-
 # -- formatting --------------------------------------------------------------------------------------------------
 
 
@@ -235,8 +136,25 @@ def format_mean_std(mean: float, std: float) -> str:
     """``mean ± std``: the mean with 4 significant digits, the std to the same decimal place."""
     if not (math.isfinite(mean) and math.isfinite(std)):
         return f"{mean} ± {std}"
-    decimals = 4 if mean == 0 else max(0, 3 - math.floor(math.log10(abs(mean))))
+    decimals = _decimals(mean)
     return f"{mean:.{decimals}f} ± {std:.{decimals}f}"
+
+
+def _decimals(value: float) -> int:
+    return 4 if value == 0 else max(0, 3 - math.floor(math.log10(abs(value))))
+
+
+def format_value(value: float) -> str:
+    """A single value (one seed: no standard deviation) with 4 significant digits."""
+    return f"{value:.{_decimals(value)}f}" if math.isfinite(value) else str(value)
+
+
+def format_delta(delta: float, like: float) -> str:
+    """A signed difference at the decimal place of ``like`` (the value it is a difference of): ``+0.0123``."""
+    if not math.isfinite(delta):
+        return str(delta)
+    text = f"{delta:+.{_decimals(like)}f}"
+    return text.replace("-", "−")
 
 
 def format_number(value: float | None) -> str:
@@ -244,6 +162,16 @@ def format_number(value: float | None) -> str:
     if value is None:
         return "-"
     return f"{value:.0f}" if abs(value) >= 1000 else f"{value:.4g}"
+
+
+def format_bytes(value: float | None) -> str:
+    """Bytes in binary units with 3 significant digits (``1.73 MiB``); ``-`` for a missing value."""
+    if value is None:
+        return "-"
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if abs(value) >= size:
+            return f"{value / size:.3g} {unit}"
+    return f"{value:.0f} B"
 
 
 class Footnotes:
@@ -266,53 +194,121 @@ class Footnotes:
         return [f"[{n}] {text}" for text, n in self._texts.items()]
 
 
-def metric_cell(summary: Summary | None, notes: Footnotes) -> list[str]:
-    """The lines of one comparison cell: ``mean ± std``, ``(n=k)``, ``+k failed``; or ``failed (k)``; ``skipped``.
+@dataclass(frozen=True)
+class CellText:
+    """The parts of one comparison cell, for each format to mark up.
 
-    Reporters join the lines with a newline (terminal) or a space (markdown).
+    :param value: ``mean ± std`` over ok seeds, ``None`` without a value (then ``empty`` says why).
+    :param delta: difference to the baseline's mean (``None`` for the baseline itself or without one).
+    :param best: the best mean of its row (or column); ``not_worse``: not significantly worse than the best.
+    :param notes: extra lines, e.g. ``+1 failed [2]`` (footnote marks included).
     """
-    if summary is None:
-        return ["-"]
-    if summary.mean is not None:
-        lines = [format_mean_std(summary.mean, summary.std or 0.0), f"(n={summary.n})"]
-        if summary.failed:
-            lines.append(f"+{summary.failed} failed {notes.mark('failed: ' + (summary.error or 'no error recorded'))}")
-        return lines
-    if summary.failed:
-        return [f"failed ({summary.failed}) {notes.mark('failed: ' + (summary.error or 'no error recorded'))}"]
-    if summary.skipped:
-        return [f"skipped {notes.mark('skipped: ' + (summary.skip_reason or 'no reason recorded'))}"]
-    return ["no value"]
+
+    value: str | None = None
+    n: int = 0
+    delta: str | None = None
+    best: bool = False
+    not_worse: bool = False
+    notes: tuple[str, ...] = ()
+    empty: str = "-"
 
 
-def comparison_table(view: ModelView, notes: Footnotes, joiner: str) -> tuple[list[str], list[list[str]]]:
-    """Headers and body of the pivot of the primary metric: tasks (with their metric) × strategies."""
-    headers = ["task (metric)", *view.strategies]
-    body = []
-    for task in view.tasks:
-        metric = view.metrics[task]
-        label = f"{task}{joiner}({metric})" if metric else task
-        body.append([label, *(joiner.join(metric_cell(view.cells.get((task, s)), notes)) for s in view.strategies)])
+def cell_text(table: Table, cell: tuple[str, str], notes: Footnotes) -> CellText:
+    group = table.cells.get(cell)
+    if group is None:
+        return CellText()
+    failed = ""
+    if group.failed:
+        failed = notes.mark("failed: " + next(iter(group.failed.values())))
+    if group.quality is None:
+        if group.failed:
+            return CellText(empty=f"failed ({len(group.failed)}) {failed}")
+        if group.skipped:
+            return CellText(empty=f"skipped {notes.mark('skipped: ' + next(iter(group.skipped.values())))}")
+        return CellText(empty=f"no {group.metric}" if group.metric else "no value")
+    quality = group.quality
+    comparison = table.vs_baseline.get(cell)
+    delta = None
+    if comparison is not None and comparison.delta is not None:
+        reference = quality.mean - comparison.delta
+        delta = format_delta(comparison.delta, max(abs(quality.mean), abs(reference)))
+    value = format_mean_std(quality.mean, quality.std) if quality.n > 1 else format_value(quality.mean)
+    return CellText(
+        value=value, n=quality.n, delta=delta, best=cell in table.best,
+        not_worse=table.not_worse(cell), notes=(f"+{len(group.failed)} failed {failed}",) if group.failed else (),
+    )
+
+
+def table_cells(table: Table, notes: Footnotes) -> tuple[list[str], list[tuple[str, list[CellText]]]]:
+    """Column headings (first: the row heading) and, per row, its label and cells."""
+    corner = table.rows_dim if table.rows_dim != "task" else "task (metric)"
+    headers = [corner, *(table.label(table.cols_dim, c) for c in table.col_values)]
+    body = [
+        (table.label(table.rows_dim, r), [cell_text(table, (r, c), notes) for c in table.col_values])
+        for r in table.row_values
+    ]
     return headers, body
 
 
-COST_HEADERS = ["task", "strategy", "ok seeds", "train s", "peak MiB", "trainable params"]
+def table_title(table: Table) -> str:
+    return f"{table.page_dim} {table.label(table.page_dim, table.page)}"
 
 
-def cost_table(view: ModelView) -> list[list[str]]:
-    """Rows of the cost table (see :data:`COST_HEADERS`): mean train time and peak memory over ok seeds."""
+#: ``n``: ok seeds / seeds; ``trainable``: parameters and % of the total; ``stored``: bytes to save (see
+#: :class:`harness.records.Params`); peak memory (GPU or RSS); ``train/s``: training samples per second.
+COST_HEADERS = ["n", "trainable", "stored", "peak MiB", "train s", "train/s"]
+
+
+def format_count(value: float) -> str:
+    """A count with 3-4 significant digits and a k / M / B suffix: ``74.9k``, ``22.71M``."""
+    value = round(value)
+    units = (("", 1.0), ("k", 1e3), ("M", 1e6), ("B", 1e9))
+    for i, (suffix, size) in enumerate(units):
+        text = f"{value:.0f}" if not suffix else f"{value / size:.4g}"
+        # the next unit when this one would round to 1000 or more (999,999 is 1M, never 1000k)
+        if abs(float(text)) < 1000 or i == len(units) - 1:
+            return text + suffix
+    raise AssertionError("unreachable")
+
+
+def omitted_notes(table: Table, notes: Footnotes) -> list[str]:
+    """One line per row or column left out of ``table`` because all its cells were planned as skipped."""
+    return [f"not shown: {dim} {value}, every cell skipped {notes.mark('skipped: ' + reason)}"
+            for dim, value, reason in table.omitted]
+
+
+def cost_table(table: Table) -> tuple[list[str], list[list[str]]]:
+    """The companion cost table of ``table``: one line per cell (row, column), means over ok seeds (train time as
+    mean ± std), peak memory labelled GPU or RSS (see :data:`MEMORY_LEGEND`)."""
+    kinds = {g.memory_kind for g in table.cells.values() if "peak_memory_mib" in g.cost}
+    memory_header = f"{next(iter(kinds))} MiB" if len(kinds) == 1 else "peak MiB"
+    headers = [table.rows_dim, table.cols_dim, *(memory_header if h == "peak MiB" else h for h in COST_HEADERS)]
     body = []
-    for task in view.tasks:
-        for strategy in view.strategies:
-            s = view.cells.get((task, strategy))
-            if s is None:
-                continue
+    for r in table.row_values:
+        for c in table.col_values:
+            group = table.cells.get((r, c))
+            if group is None or (group.quality is None and not group.failed):
+                continue  # skipped: the quality table says why
+            cost = group.cost
+            trainable = "-"
+            if "trainable" in cost:
+                trainable = format_count(cost["trainable"].mean)
+                if "trainable_pct" in cost:
+                    pct = cost["trainable_pct"].mean
+                    trainable += f" {pct:.0f}%" if pct >= 10 else f" {pct:.2g}%"
+            stored = format_bytes(cost["stored_bytes"].mean) if "stored_bytes" in cost else "-"
             memory = "-"
-            if s.peak_memory_bytes is not None:
-                memory = f"{s.peak_memory_bytes / 2**20:,.1f} {s.memory_kind}"
-            trainable = "-" if s.trainable is None else f"{s.trainable:,}"
-            if s.trainable is not None and s.trainable_pct is not None:
-                trainable += f" ({s.trainable_pct:.3g}%)"
-            total = s.n + s.failed + s.skipped
-            body.append([task, strategy, f"{s.n}/{total}", format_number(s.train_s), memory, trainable])
-    return body
+            if "peak_memory_mib" in cost:
+                memory = format_number(cost["peak_memory_mib"].mean)
+                memory += "" if len(kinds) == 1 else f" {group.memory_kind}"
+            train = "-"
+            if "train_s" in cost:
+                described = cost["train_s"]
+                train = format_number(described.mean)
+                if described.n > 1:
+                    train = f"{train} ± {described.std:.2g}"
+            throughput = format_number(cost["train_samples_per_s"].mean) if "train_samples_per_s" in cost else "-"
+            total = len(group.values) + len(group.failed) + len(group.skipped)
+            ok = len(group.values)
+            body.append([r, c, f"{ok}/{total}", trainable, stored, memory, train, throughput])
+    return headers, body

@@ -1,31 +1,37 @@
-"""Built-in reporters of ``harness report``: ``table`` (terminal), ``markdown``, ``csv`` (tidy) and ``json``.
+"""Built-in text reporters of ``harness report``: ``table`` (terminal), ``markdown``, ``csv`` (tidy) and ``json``.
 
-Light at import: tabulate is imported when a table is rendered.
+Each renders a :class:`harness.reporting.Report`: per table (one per model by default) the quality pivot — cells
+``mean ± std`` over ok seeds, ``(n=k)``, Δ against the baseline, ``*`` on the best of a row (bold in markdown), ``†``
+on those not significantly worse than it — then the cost table, the methods and the footnotes. Light at import:
+tabulate is imported when a table is rendered.
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import textwrap
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from harness.components import Reporter
 from harness.hookspecs import hookimpl
 from harness.report import (
-    COST_HEADERS,
     MEMORY_LEGEND,
+    CellText,
     Footnotes,
-    ModelView,
-    by_model,
-    comparison_table,
     cost_table,
+    omitted_notes,
     pending_note,
+    table_cells,
+    table_title,
 )
 
-Rows = Sequence[Mapping[str, Any]]
+from .report_data import CsvReporter, JsonReporter
+from .report_html import HtmlReporter
+from .report_latex import LatexReporter
+
+if TYPE_CHECKING:  # pragma: no cover
+    from harness.analysis import Table
+    from harness.reporting import Report
 
 #: Terminal width the ``table`` reporter fits in.
 WIDTH = 100
@@ -66,7 +72,7 @@ def _grid(headers: list[str], body: list[list[str]], width: int = WIDTH) -> str:
 
 def _column_widths(headers: list[str], body: list[list[str]]) -> list[int]:
     return [
-        max(_text_width(header) + _HEADER_PADDING, *(_text_width(row[i]) for row in body))
+        max([_text_width(header) + _HEADER_PADDING, *(_text_width(row[i]) for row in body)])
         for i, header in enumerate(headers)
     ]
 
@@ -87,35 +93,70 @@ def _strategy_chunks(headers: list[str], body: list[list[str]]) -> list[list[int
     return chunks
 
 
-def _footer(notes: Footnotes, rows: Rows, bullet: str = "") -> list[str]:
-    lines = [f"{bullet}{line}" for line in notes.lines()]
-    pending = pending_note(rows)
+def _footer(report: Report, notes: Footnotes, bullet: str = "") -> list[str]:
+    lines = [f"{bullet}{line}" for line in (*report.methods, MEMORY_LEGEND, *notes.lines())]
+    pending = pending_note(report.rows)
     if pending:
         lines.append(f"{bullet}{pending}")
     return lines
 
 
+def _baseline_line(table: Table) -> str | None:
+    if table.baseline is None:
+        return None
+    return f"Δ: difference of the means to {table.baseline}."
+
+
+def terminal_cell(cell: CellText) -> str:
+    """A comparison cell for the terminal: value with ``*`` (best) or ``†``, then ``(n=k)``, Δ and notes, a line each."""
+    if cell.value is None:
+        return cell.empty
+    marker = " *" if cell.best else " †" if cell.not_worse else ""
+    lines = [cell.value + marker, f"(n={cell.n})"]
+    if cell.delta is not None:
+        lines.append(f"Δ {cell.delta}")
+    return "\n".join([*lines, *cell.notes])
+
+
+def markdown_cell(cell: CellText) -> str:
+    if cell.value is None:
+        return cell.empty
+    value = f"**{cell.value}**" if cell.best else cell.value + (" †" if cell.not_worse else "")
+    parts = [value, f"(n={cell.n})"]
+    if cell.delta is not None:
+        parts.append(f"Δ {cell.delta}")
+    return " ".join([*parts, *cell.notes])
+
+
 class TableReporter(Reporter):
     name = "table"
-    description = "Terminal tables, 100 columns wide: primary metric per task × strategy, then time and memory"
+    description = (
+        "Terminal tables, 100 columns wide: the quality pivot (mean ± std, n, Δ to the baseline, * best, "
+        "† not significantly worse), then the cost table"
+    )
 
-    def render(self, rows: Rows) -> str:
+    def render(self, report: Report) -> str:
         notes = Footnotes()
         out: list[str] = []
-        for view in by_model(rows):
-            out += [f"model {view.model}: {_METRIC_CAPTION}", *self._comparison(view, notes), ""]
-            cost = cost_table(view)
-            for i in range(len(cost) - 1, 0, -1):  # name each task once, on its first row
+        for table in report.tables:
+            headers, rows = table_cells(table, notes)
+            body = [[label, *(terminal_cell(c) for c in cells)] for label, cells in rows]
+            out.append(f"{table_title(table)}: {_METRIC_CAPTION}")
+            out += self._chunks(headers, body)
+            if (line := _baseline_line(table)) is not None:
+                out.append(line)
+            out += [textwrap.fill(line, WIDTH) for line in omitted_notes(table, notes)]
+            out.append("")
+            cost_headers, cost = cost_table(table)
+            for i in range(len(cost) - 1, 0, -1):  # name each row value once, on its first line
                 if cost[i][0] == cost[i - 1][0]:
                     cost[i][0] = ""
-            out += [f"model {view.model}: cost, means over ok seeds", _grid(COST_HEADERS, cost), ""]
-        out.append(textwrap.fill(MEMORY_LEGEND, WIDTH))
-        out += [textwrap.fill(line, WIDTH, subsequent_indent="    ") for line in _footer(notes, rows)]
+            out += [f"{table_title(table)}: cost, means over ok seeds", _grid(cost_headers, cost), ""]
+        out += [textwrap.fill(line, WIDTH, subsequent_indent="    ") for line in _footer(report, notes)]
         return "\n".join(out)
 
     @staticmethod
-    def _comparison(view: ModelView, notes: Footnotes) -> list[str]:
-        headers, body = comparison_table(view, notes, joiner="\n")
+    def _chunks(headers: list[str], body: list[list[str]]) -> list[str]:
         tables = []
         for chunk in _strategy_chunks(headers, body):
             columns = [0, *chunk]
@@ -137,67 +178,29 @@ def _pipe_table(headers: list[str], body: list[list[str]]) -> str:
 
 class MarkdownReporter(Reporter):
     name = "markdown"
-    description = "GitHub-flavoured Markdown: a heading per model, the metric pivot and the cost table"
+    description = "GitHub-flavoured Markdown: a heading per table, the quality pivot (best in bold) and the cost table"
 
-    def render(self, rows: Rows) -> str:
+    def render(self, report: Report) -> str:
         notes = Footnotes()
         out = ["# Results", ""]
-        for view in by_model(rows):
-            headers, body = comparison_table(view, notes, joiner=" ")
-            out += [f"## {_md(view.model)}", "", f"Quality: {_METRIC_CAPTION}.", "", _pipe_table(headers, body), ""]
-            out += ["Cost: means over ok seeds.", "", _pipe_table(COST_HEADERS, cost_table(view)), ""]
-        out += [MEMORY_LEGEND, ""]
-        out += [_md(line) for line in _footer(notes, rows, bullet="- ")]
+        for table in report.tables:
+            headers, rows = table_cells(table, notes)
+            body = [[label, *(markdown_cell(c) for c in cells)] for label, cells in rows]
+            out += [f"## {_md(table_title(table))}", "", f"Quality: {_METRIC_CAPTION}.", "", _pipe_table(headers, body)]
+            if (line := _baseline_line(table)) is not None:
+                out += ["", line]
+            out += [f"- {_md(line)}" for line in omitted_notes(table, notes)]
+            cost_headers, cost = cost_table(table)
+            out += ["", "Cost: means over ok seeds.", "", _pipe_table(cost_headers, cost), ""]
+        if report.environment:
+            out += ["## Environment", "", *(f"- {name}: {_md(value)}" for name, value in report.environment), ""]
+        out += [_md(line) for line in _footer(report, notes, bullet="- ")]
         return "\n".join(out).rstrip() + "\n"
 
 
-#: Record sections whose numeric fields the CSV reporter writes as ``section.field`` metrics.
-CSV_SECTIONS = ("params", "timing", "memory")
-CSV_COLUMNS = ("model", "task", "strategy", "seed", "status", "metric", "value")
-
-
-def _figures(row: Mapping[str, Any]) -> list[tuple[str, float]]:
-    def numeric(value: Any) -> bool:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-    figures = [(name, value) for name, value in (row.get("metrics") or {}).items() if numeric(value)]
-    for section in CSV_SECTIONS:
-        for field, value in (row.get(section) or {}).items():
-            if numeric(value):
-                figures.append((f"{section}.{field}", value))
-    return figures
-
-
-class CsvReporter(Reporter):
-    name = "csv"
-    description = (
-        "Tidy CSV: one line per cell × figure (metrics, then params.*, timing.*, memory.*); "
-        "a cell without figures gets one line with empty metric and value"
-    )
-
-    def render(self, rows: Rows) -> str:
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(CSV_COLUMNS)
-        for row in rows:
-            head = [row["model"], row["task"], row["strategy"], row["seed"], row["status"]]
-            figures = _figures(row)
-            for metric, value in figures:
-                writer.writerow([*head, metric, value])
-            if not figures:
-                writer.writerow([*head, "", ""])
-        return buffer.getvalue()
-
-
-class JsonReporter(Reporter):
-    name = "json"
-    description = "JSON list, one record per cell (the stable contract for scripts; see harness.records)"
-
-    def render(self, rows: Rows) -> str:
-        return json.dumps([dict(row) for row in rows], indent=2)
-
-
-REPORTERS: tuple[Callable[[], Reporter], ...] = (TableReporter, MarkdownReporter, CsvReporter, JsonReporter)
+REPORTERS: tuple[Callable[[], Reporter], ...] = (
+    TableReporter, MarkdownReporter, LatexReporter, HtmlReporter, CsvReporter, JsonReporter,
+)
 
 
 @hookimpl

@@ -123,7 +123,8 @@ def test_report_json_contract(smoke_run):
     out, _, _ = smoke_run
     result = harness("report", str(out), "--format", "json")
     assert result.returncode == 0, result.stderr
-    rows = json.loads(result.stdout)
+    data = json.loads(result.stdout)
+    rows = data["records"]
     assert rows and all(CONTRACT <= set(row) for row in rows)
     ok = [r for r in rows if r["status"] == "ok"]
     assert all(TIMING <= set(r["timing"]) and MEMORY <= set(r["memory"]) for r in ok)
@@ -131,6 +132,30 @@ def test_report_json_contract(smoke_run):
     assert all(r["memory"]["gpu_peak_allocated_bytes"] is None for r in ok)  # no GPU here
     table = harness("report", str(out))
     assert table.returncode == 0 and "sentiment" in table.stdout and "aclsum" in table.stdout
+    # Every comparison of a table of real cells is a paired test on per-item statistics recomputed from the saved
+    # predictions (each task type's item_statistics gives back the recorded metric, or the report says not).
+    comparisons = [c for t in data["tables"] for c in (*t["vs_best"], *t["vs_baseline"])]
+    assert comparisons
+    for comparison in comparisons:
+        assert comparison["method"].startswith("paired approximate randomisation"), comparison
+        assert 0 < comparison["p_value"] <= 1 and comparison["p_holm"] >= comparison["p_value"]
+    tested = {tuple(c["cell"]) for c in comparisons} | {tuple(c["against"]) for c in comparisons}
+    assert {task for task, _ in tested} >= {"sentiment", "ner", "aclsum"}
+
+
+@pytest.mark.parametrize("fmt", ["markdown", "latex", "html", "csv"])
+def test_report_formats_and_plots_of_a_real_run(smoke_run, tmp_path, fmt):
+    out, _, _ = smoke_run
+    target = tmp_path / f"report.{fmt}"
+    plots = tmp_path / "plots"
+    result = harness("report", str(out), "--format", fmt, "-o", str(target), "--plots", str(plots))
+    assert result.returncode == 0, result.stderr
+    text = target.read_text(encoding="utf-8")
+    assert "sentiment" in text and "full" in text
+    written = sorted(p.name for p in plots.iterdir())
+    assert any(name.endswith("quality-vs-trainable.svg") for name in written)
+    assert any(name.endswith("step-times.png") for name in written)
+    assert all((plots / name).stat().st_size > 0 for name in written)
 
 
 def test_rerun_skips_done_cells(smoke_run):
