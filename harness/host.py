@@ -48,6 +48,19 @@ HOOK_KINDS: dict[str, type[Component]] = {
 C = TypeVar("C", bound=Component)
 
 
+class _RowsReporter(Reporter):
+    """A reporter of a plugin written for hook API 1, whose ``render`` took the report's rows: given those."""
+
+    def __init__(self, wrapped: Reporter) -> None:
+        self.wrapped = wrapped
+        self.name = wrapped.name  # type: ignore[misc]
+        self.description = wrapped.description  # type: ignore[misc]
+        self.options = wrapped.options  # type: ignore[misc]
+
+    def render(self, report: Any) -> str:
+        return self.wrapped.render(report.rows)
+
+
 @dataclass
 class PluginInfo:
     """One plugin as ``harness plugins`` shows it."""
@@ -143,6 +156,10 @@ class PluginHost:
     def _add(self, info: PluginInfo, obj: Any) -> None:
         self.plugins.append(info)
         declared = getattr(obj, "HARNESS_API_VERSION", hookspecs.API_VERSION)
+        if isinstance(declared, bool) or not isinstance(declared, int) or declared < 1:
+            info.error = f"HARNESS_API_VERSION must be a positive integer, got {declared!r}"
+            self.problems.append(f"plugin {info.name!r} refused: {info.error}")
+            return
         if declared > hookspecs.API_VERSION:
             info.error = (
                 f"needs harness hook API {declared}, this harness provides {hookspecs.API_VERSION}; "
@@ -166,9 +183,12 @@ class PluginHost:
         try:
             self.pm.register(obj, name=info.name)
         except Exception as exc:
-            info.error = f"{type(exc).__name__}: {exc}"
+            info.error = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
             self.problems.append(f"plugin {info.name!r} failed to register: {info.error}")
             return
+        for attr in self._pending_hooks(info.name):  # pluggy's check_pending, for this plugin alone
+            if attr not in unknown:
+                self.problems.append(f"plugin {info.name!r} implements {attr!r}, which is not a harness hook")
         pending: list[tuple[str, Component]] = []
         for hook_name, base in HOOK_KINDS.items():
             for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
@@ -183,16 +203,36 @@ class PluginHost:
                 try:
                     impl.function(register=register)
                 except Exception as exc:
-                    info.error = f"{type(exc).__name__} in {hook_name}: {exc}"
+                    info.error = f"{type(exc).__name__} in {hook_name}: {' '.join(str(exc).split())}"
                     self.problems.append(f"plugin {info.name!r} failed to register: {info.error}")
                     self.pm.unregister(name=info.name)
                     return
         for kind, component in pending:
+            if not component.name:
+                self.problems.append(f"plugin {info.name!r} registered a {kind} without a name ({component!r})")
+                continue
+            if kind == Reporter.kind and declared < 2:  # hook API 1: render(rows)
+                component = _RowsReporter(component)  # type: ignore[arg-type]
             self._remember(info, kind, component)
+
+    def _pending_hooks(self, plugin_name: str) -> list[str]:
+        """Hook implementations of ``plugin_name`` that match no hook specification: what pluggy's
+        ``PluginManager.check_pending`` raises on, checked per plugin so that one plugin's misspelled hook is
+        reported against it and does not fail the check of every plugin loaded after it."""
+        found = []
+        for name, caller in vars(self.pm.hook).items():
+            if name.startswith("_") or caller.has_spec():
+                continue
+            if any(i.plugin_name == plugin_name and not i.optionalhook for i in caller.get_hookimpls()):
+                found.append(name)
+        return found
 
     def _remember(self, info: PluginInfo, kind: str, component: Component) -> None:
         table = self._components[kind]
         info.components.setdefault(kind, []).append(component.name)
+        if component.name in table and table[component.name][1] == info.name:
+            self.problems.append(f"plugin {info.name!r} registers {kind} {component.name!r} twice; the first is kept")
+            return
         if component.name in table:
             owner = table[component.name][1]
             self._conflicts.setdefault((kind, component.name), [owner]).append(info.name)

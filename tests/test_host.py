@@ -172,6 +172,8 @@ def test_harness_plugins_json_lists_everything_and_does_not_import_torch(site):
     assert names["qa"]["distribution"] == "harness-qa" and names["qa"]["version"] == "2.0"
     assert names["broken"]["error"].startswith("ModuleNotFoundError")
     assert any(t["name"] == "qa" and t["plugin"] == "qa" for t in data["components"]["task"])
+    lora = next(s for s in data["components"]["strategy"] if s["name"] == "lora")
+    assert lora["budget_defaults"]["learning_rate"] == 5e-4  # what the README says --json shows
     text = _harness("plugins", env=env)
     assert "qa" in text.stdout and "FAILED: ModuleNotFoundError" in text.stdout
     assert _harness("plugins", "--check", env=env).returncode == 1
@@ -209,3 +211,60 @@ def test_pip_installed_third_party_package_is_discovered(tmp_path):
     data = json.loads(out.stdout)
     real = next(p for p in data["plugins"] if p["name"] == "real_qa")
     assert (real["distribution"], real["version"], real["components"]) == ("harness-real-qa", "0.4.0", {"task": ["real-qa"]})
+
+
+def _module(name: str, source: str):
+    import types
+
+    module = types.ModuleType(name)
+    exec(textwrap.dedent(source), module.__dict__)
+    return module
+
+
+def test_bad_api_versions_empty_and_doubled_names_are_one_line_problems(monkeypatch):
+    monkeypatch.setenv("HARNESS_LOAD_PLUGINS", "")
+    text_version = _module("textversion", TASK_MODULE.format(task="t1") + '\nHARNESS_API_VERSION = "3"\n')
+    nameless = _module("nameless", TASK_MODULE.format(task=""))
+    twice = _module("twice", TASK_MODULE.format(task="t2").replace("register(QA())", "register(QA())\n    register(QA())"))
+    host = PluginHost.load(extra=[("textversion", text_version), ("nameless", nameless), ("twice", twice)])
+    assert "plugin 'textversion' refused: HARNESS_API_VERSION must be a positive integer, got '3'" in host.problems
+    assert any(p.startswith("plugin 'nameless' registered a task without a name") for p in host.problems)
+    assert "plugin 'twice' registers task 't2' twice; the first is kept" in host.problems
+    assert host.names("task") == ["t2"] and host.lookup_problem("task", "t2") is None
+    assert all("\n" not in p for p in host.problems)
+
+
+def test_a_wrong_hook_argument_name_is_one_line(monkeypatch):
+    monkeypatch.setenv("HARNESS_LOAD_PLUGINS", "")
+    wrong = _module("wrongarg", TASK_MODULE.format(task="w").replace("(register):", "(reg):").replace(
+        "register(QA())", "reg(QA())"))
+    host = PluginHost.load(extra=[("wrongarg", wrong)])
+    [problem] = host.problems
+    assert problem.startswith("plugin 'wrongarg' failed to register: PluginValidationError") and "\n" not in problem
+
+
+def test_a_reporter_of_hook_api_1_is_given_the_rows(monkeypatch):
+    monkeypatch.setenv("HARNESS_LOAD_PLUGINS", "")
+    old = _module("oldreporter", """
+        from harness.components import Reporter
+        from harness.hookspecs import hookimpl
+
+        HARNESS_API_VERSION = 1
+
+        class Count(Reporter):
+            name = "count"
+            description = "how many cells"
+            def render(self, rows):
+                return f"{len(rows)} cells"
+
+        @hookimpl
+        def harness_register_reporters(register):
+            register(Count())
+    """)
+    host = PluginHost.load(extra=[("oldreporter", old)])
+    from types import SimpleNamespace
+
+    assert host.problems == []
+    reporter = host.reporter("count")
+    assert reporter.description == "how many cells"
+    assert reporter.render(SimpleNamespace(rows=[{}, {}, {}])) == "3 cells"
