@@ -11,7 +11,7 @@ from fnmatch import fnmatchcase
 from typing import Any
 
 from .budget import BUDGET_DEFAULTS, Budget
-from .errors import HarnessError
+from .errors import HarnessError, Problem, ValidationError
 from .host import PluginHost
 from .suite import Declared, Suite
 
@@ -162,6 +162,7 @@ def budget_warnings(suite: Suite, host: PluginHost) -> list[str]:
 def plan(suite: Suite, host: PluginHost) -> list[Cell]:
     """All cells of the suite, in a stable order (model, task, strategy, seed); unsupported ones carry a reason."""
     cells: list[Cell] = []
+    problems: dict[str, Problem] = {}
     for model in suite.models:
         family = suite.families[model.name]
         label = host.model_source(model.plugin).label(model.options)
@@ -175,6 +176,11 @@ def plan(suite: Suite, host: PluginHost) -> list[Cell]:
                 else:
                     reason = strategy.supports(task, family)
                 budget = resolve_budget(suite, strategy.budget_defaults, model, task_decl, strategy_decl)
+                if budget.batch_size % budget.grad_accum_steps and reason is None:
+                    where = f"{suite.path}: budget of {task_decl.name} × {strategy_decl.name} × {model.name}"
+                    problems.setdefault(where, Problem(where, (
+                        f"batch_size {budget.batch_size} is not a multiple of grad_accum_steps "
+                        f"{budget.grad_accum_steps} (each optimizer step accumulates equal micro-batches)")))
                 for suffix, options in strategy.variants(strategy_decl.options):
                     name = f"{strategy_decl.name}@{suffix}" if suffix else strategy_decl.name
                     for seed in suite.seeds:
@@ -200,6 +206,8 @@ def plan(suite: Suite, host: PluginHost) -> list[Cell]:
                                 skip_reason=reason,
                             )
                         )
+    if problems:
+        raise ValidationError(list(problems.values()))
     if not cells:
         raise HarnessError(f"{suite.path}: the suite expands to no cells (every combination is excluded)")
     return cells

@@ -241,3 +241,14 @@ def test_a_shared_learning_rate_over_differing_strategy_defaults_is_warned_about
         suite_warning
     )
     assert "[tasks.alpha.budget] learning_rate = 0.02" in task_warning and "[strategies.NAME.budget]" in task_warning
+
+
+def test_a_batch_that_accumulation_cannot_split_is_refused_when_planning(tmp_path, toy_host):
+    text = GOOD.replace("[budget]", "[budget]\ngrad_accum_steps = 3", 1)
+    suite = load_suite(write(tmp_path, text), toy_host)
+    with pytest.raises(HarnessError) as info:
+        plan(suite, toy_host)
+    assert info.value.exit_code == 2
+    lines = str(info.value).splitlines()
+    assert lines and all("batch_size 8 is not a multiple of grad_accum_steps 3" in line for line in lines)
+    assert all(line.startswith(f"{tmp_path / 'suite.toml'}: budget of ") for line in lines)
