@@ -99,6 +99,10 @@ class Evaluation:
     shots: float | None = None
 
 
+class NewerSchemaError(ValueError):
+    """A record written by a newer harness: never read as missing (a rerun would overwrite it)."""
+
+
 def _build(cls: type, data: Mapping[str, Any] | None) -> Any:
     data = data or {}
     names = {f.name for f in fields(cls)}
@@ -150,7 +154,10 @@ class Record:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Record:
         if data.get("schema_version", 0) > SCHEMA_VERSION:
-            raise ValueError(f"record schema {data.get('schema_version')} is newer than this harness ({SCHEMA_VERSION})")
+            raise NewerSchemaError(
+                f"record schema {data.get('schema_version')} is newer than this harness reads ({SCHEMA_VERSION}): "
+                "written by a newer harness; upgrade harness (or write to another --output)"
+            )
         names = {f.name for f in fields(cls)}
         values = {k: v for k, v in data.items() if k in names}
         values["params"] = _build(Params, data.get("params"))

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import HarnessError
-from .records import Record, read_record
+from .records import NewerSchemaError, Record, read_record
 from .store import PLAN, RECORD
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -88,6 +88,8 @@ def _newest_records(root: Path) -> Rows:
     for path in sorted((root / "cells").glob(f"*/{RECORD}")):
         try:
             record = read_record(path)
+        except NewerSchemaError as exc:
+            raise HarnessError(f"{path}: {exc}") from None
         except (ValueError, KeyError, TypeError, OSError):
             continue
         identity = (record.task, record.strategy, record.model, record.seed)
@@ -124,6 +126,8 @@ def _rows_from_plan(root: Path) -> Rows:
 def _read_matching(path: Path, key: str) -> Record | None:
     try:
         record = read_record(path)
+    except NewerSchemaError as exc:
+        raise HarnessError(f"{path}: {exc}") from None
     except (OSError, ValueError, KeyError, TypeError):
         return None
     return record if record.key == key else None

@@ -8,6 +8,8 @@ Layout::
         cell.log                                   the cell process's stdout and stderr
         predictions.jsonl                          per-example predictions (from the task)
         steps.json                                 per-step times and losses
+        spec.json                                  what the worker runs (the cell, its device, the attempt id)
+        progress.json                              the worker's phase and step, read by the status line
         artifact/                                  the trained model, with --save-artifacts
         .lock                                      held while a run executes the cell
 
@@ -26,7 +28,7 @@ from pathlib import Path
 
 from .errors import HarnessError
 from .plan import Cell
-from .records import Record, read_record, write_json_atomic
+from .records import NewerSchemaError, Record, read_record, write_json_atomic
 
 RECORD = "record.json"
 LOG = "cell.log"
@@ -61,9 +63,15 @@ class ResultStore:
         return self.cell_dir(cell) / RECORD
 
     def load(self, cell: Cell) -> Record | None:
+        """The cell's record, ``None`` when it has none (or an unreadable one, or one of another configuration).
+
+        :raises HarnessError: the record was written by a newer harness (its schema is newer than this one reads).
+        """
         path = self.record_path(cell)
         try:
             record = read_record(path)
+        except NewerSchemaError as exc:
+            raise HarnessError(f"{path}: {exc}") from None
         except (OSError, ValueError, KeyError, TypeError):
             return None
         return record if record.key == cell.key else None

@@ -110,3 +110,17 @@ def test_unwritable_output_is_one_line(tmp_path):
     with pytest.raises(HarnessError, match="output directory is not writable") as info:
         ResultStore(blocker / "sub").ensure_writable()
     assert "\n" not in str(info.value)
+
+
+def test_a_record_of_a_newer_harness_is_never_taken_for_missing(tmp_path):
+    from harness.errors import HarnessError
+    from harness.report import load_rows
+
+    store = ResultStore(tmp_path)
+    c = cell()
+    newer = {**record_for(c).to_json(), "schema_version": SCHEMA_VERSION + 1}
+    write_json_atomic(store.record_path(c), newer)
+    with pytest.raises(HarnessError, match="record schema .* is newer than this harness reads .* upgrade harness"):
+        store.is_done(c)  # a run would otherwise rerun the cell and overwrite the newer record
+    with pytest.raises(HarnessError, match=r"record.json: record schema"):
+        load_rows(tmp_path)
