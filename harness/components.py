@@ -43,7 +43,7 @@ class Component:
     name: ClassVar[str] = ""
     #: One line for ``harness plugins``.
     description: ClassVar[str] = ""
-    #: Declared options; validated before anything runs.
+    #: Declared options of tasks, strategies and model sources: validated against the suite before anything runs.
     options: ClassVar[tuple[Option, ...]] = ()
 
     def check(self, options: Mapping[str, Any], where: str, ctx: CheckContext) -> list[Problem]:
@@ -83,9 +83,9 @@ class CellContext:
 class EvalResult:
     """What a task's evaluation returns: metrics, per-example predictions, and the work done (for throughput).
 
-    ``tokens`` counts the input tokens the model was given (the prompts, demonstrations included, for text-to-text
-    tasks — once per label where each label is scored with its prompt
-    tasks); ``shots`` is the mean number of in-context demonstrations per prompt (``None`` without them)."""
+    ``tokens`` counts the input tokens the model was given (for text-to-text tasks the prompts, demonstrations
+    included, counted once per label where each label is scored after its prompt); ``shots`` is the mean number of
+    in-context demonstrations per prompt (``None`` without them)."""
 
     metrics: Mapping[str, float]
     predictions: Sequence[Mapping[str, Any]]
@@ -240,7 +240,10 @@ class Strategy(Component):
         save_artifact(model, directory)
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "families": sorted(self.families), "trains": self.trains}
+        return {
+            **super().describe(), "families": sorted(self.families), "trains": self.trains,
+            "budget_defaults": dict(self.budget_defaults),
+        }
 
 
 class ModelSource(Component):

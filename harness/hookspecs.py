@@ -9,8 +9,13 @@ these hooks with :data:`hookimpl`::
     def harness_register_tasks(register):
         register(MyTask())
 
-All hooks are called once per plugin when the plugin host loads (once per session, and again in each worker
-process); none is ``firstresult``: every implementation runs and results are collected, not returned.
+All hooks are called once per plugin each time a plugin host loads (:meth:`harness.host.PluginHost.load`: once
+per command in the main process, and again in each cell's worker process); none is ``firstresult``: every
+implementation runs, and what it registers is collected (return values are ignored; pluggy's ``tryfirst``,
+``trylast`` and ``wrapper`` options have no effect). A plugin whose hook raises, or registers an instance of the
+wrong base class, registers nothing at all (the host reports it as a problem). A name registered twice within one
+kind, by two plugins, is a conflict: suites naming it are refused until one plugin is blocked. The reference with
+examples: ``docs/hooks.md``.
 """
 
 from __future__ import annotations

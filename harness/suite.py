@@ -37,6 +37,13 @@ SUITE_OPTIONS: tuple[Option, ...] = (
     Option("trust_remote_code", "bool", False, "allow models to run code from their repository (off unless set)"),
 )
 EXCLUDE_KEYS = ("task", "strategy", "model", "seed")
+#: Keys every ``[models.NAME]``, ``[tasks.NAME]`` and ``[strategies.NAME]`` table takes besides its plugin's options:
+#: the plugin key first (``source`` names a model source, ``type`` a task or strategy), then ``budget``.
+DECLARATION_KEYS: dict[str, tuple[str, str]] = {
+    "models": ("source", "budget"),
+    "tasks": ("type", "budget"),
+    "strategies": ("type", "budget"),
+}
 
 
 @dataclass(frozen=True)
@@ -168,15 +175,15 @@ def load_suite(path: str | Path, host: PluginHost) -> Suite:
             problems.append(Problem("suite.executor", reason))
 
     families: dict[str, str] = {}
-    models = _declare(data, "models", "source", "model source", host, ctx, problems, default_plugin="hub")
+    models = _declare(data, "models", "model source", host, ctx, problems, default_plugin="hub")
     for decl in models:
         if decl.valid:
             try:
                 families[decl.name] = host.model_source(decl.plugin).family(decl.options, ctx)
             except HarnessError as exc:
                 problems.append(Problem(decl.where, str(exc)))
-    tasks = _declare(data, "tasks", "type", "task", host, ctx, problems)
-    strategies = _declare(data, "strategies", "type", "strategy", host, ctx, problems)
+    tasks = _declare(data, "tasks", "task", host, ctx, problems)
+    strategies = _declare(data, "strategies", "strategy", host, ctx, problems)
 
     exclude = data.get("exclude", [])
     if not isinstance(exclude, list):
@@ -241,13 +248,13 @@ def _check_budget(given: Mapping[str, Any], where: str, ctx: CheckContext, defau
 def _declare(
     data: Mapping[str, Any],
     section: str,
-    plugin_key: str,
     kind: str,
     host: PluginHost,
     ctx: CheckContext,
     problems: list[Problem],
     default_plugin: str | None = None,
 ) -> list[Declared]:
+    plugin_key, budget_key = DECLARATION_KEYS[section]
     value = data.get(section, {})
     if not isinstance(value, Mapping):
         problems.append(Problem(section, f"expected tables [{section}.NAME], got {type(value).__name__}"))
@@ -268,15 +275,15 @@ def _declare(
             declared.append(Declared(name, plugin, {}, {}, where, valid=False))
             continue
         component = host.get(kind, plugin)
-        options, option_problems = check_options(component.options, body, where, ctx.base_dir, ignore=(plugin_key, "budget"))
+        options, option_problems = check_options(component.options, body, where, ctx.base_dir, ignore=(plugin_key, budget_key))
         problems += option_problems
         check_problems = component.check(options, where, ctx) if not option_problems else []
         problems += check_problems
-        overrides = body.get("budget", {})
+        overrides = body.get(budget_key, {})
         if not isinstance(overrides, Mapping):
-            problems.append(Problem(f"{where}.budget", f"expected a table, got {type(overrides).__name__}"))
+            problems.append(Problem(f"{where}.{budget_key}", f"expected a table, got {type(overrides).__name__}"))
             overrides = {}
-        budget, found = _check_budget(overrides, f"{where}.budget", ctx, defaults=False)
+        budget, found = _check_budget(overrides, f"{where}.{budget_key}", ctx, defaults=False)
         problems += found
         declared.append(Declared(name, plugin, options, budget, where, valid=not (option_problems or check_problems)))
     return declared

@@ -10,7 +10,8 @@ CSV, one line per cell × figure × statistic, columns :data:`CSV_COLUMNS`:
   ``p_vs_best_holm``, ``delta_vs_baseline``, ``p_vs_baseline``, ``p_vs_baseline_holm`` (missing p-values are left
   out: see the JSON's ``note``).
 
-JSON: one object, ``{"schema_version", "options", "methods", "environment", "records", "groups", "tables"}``:
+JSON: one object, ``{"schema_version", "options", "methods", "environment", "pending", "records", "groups",
+"tables"}`` (``pending``: planned cells without a record yet):
 ``records`` are the cells' records (:mod:`harness.records`), ``groups`` the aggregates
 (:meth:`harness.analysis.Group.to_json`), ``tables`` the pivots with every comparison's method, p-value and
 Holm-corrected p-value (:meth:`harness.analysis.Table.to_json`).
