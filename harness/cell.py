@@ -186,6 +186,10 @@ def run_cell(
     """Run ``cell`` in this process on ``device`` and return its ``ok`` record (exceptions propagate).
 
     :param state: filled in as the cell runs, so a caller catching an exception can still record what was measured.
+
+    Training and evaluation back off on out-of-memory errors (halving the micro-batch or the evaluation batch, see
+    :mod:`harness.training`); ``training.oom_retries``, ``training.micro_batch_size``, ``training.grad_accum_steps``,
+    ``evaluation.oom_retries`` and ``evaluation.eval_batch_size`` record what ran, in failed records too.
     """
     if device.startswith("cuda"):
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # before CUDA initialises
@@ -225,10 +229,28 @@ def run_cell(
 
     if state.gpu_meter is not None:
         state.gpu_meter.reset_peak()
-    if strategy.trains:
-        from .training import train
+    from .training import BatchBackoff, accumulation_steps, evaluate_with_backoff, train
 
-        outcome = train(model, run, cell.budget, device, cell.seed, progress)
+    budget = cell.budget
+    # halved in place on out-of-memory errors (see harness.training); the record says what ran
+    micro = BatchBackoff(max(1, budget.batch_size // budget.grad_accum_steps))
+    eval_batch = BatchBackoff(budget.eval_batch_size)
+
+    def note_eval_batch() -> None:
+        state.evaluation = replace(state.evaluation, oom_retries=eval_batch.retries, eval_batch_size=eval_batch.size)
+
+    if strategy.trains:
+        try:
+            outcome = train(model, run, budget, device, cell.seed, progress, micro=micro, eval_batch=eval_batch)
+        except BaseException:  # a failed record still says how far the back-off went
+            state.training = replace(
+                state.training,
+                oom_retries=micro.retries,
+                micro_batch_size=micro.size,
+                grad_accum_steps=accumulation_steps(budget.batch_size, micro.size),
+            )
+            note_eval_batch()
+            raise
         state.training = Training(
             steps=outcome.steps,
             epochs=outcome.epochs,
@@ -239,6 +261,9 @@ def run_cell(
             validation=outcome.validation,
             loss_first=outcome.loss_first,
             loss_last=outcome.loss_last,
+            oom_retries=outcome.oom_retries,
+            micro_batch_size=outcome.micro_batch_size,
+            grad_accum_steps=outcome.grad_accum_steps,
         )
         stats = outcome.step_stats
         state.timing.update(
@@ -268,7 +293,10 @@ def run_cell(
     progress("eval", 0, 1)
     run.prepare("test")  # encoding is not inference: keep it out of eval_s and eval throughput
     eval_started = time.perf_counter()
-    result = run.evaluate(model, "test", cell.budget.eval_batch_size, device)
+    try:
+        result = evaluate_with_backoff(run, model, "test", eval_batch, device)
+    finally:
+        note_eval_batch()
     synchronize(device)
     eval_s = time.perf_counter() - eval_started
     state.timing.update(
@@ -283,6 +311,8 @@ def run_cell(
         tokens=result.tokens,
         tokens_per_sample=result.tokens / result.samples if result.samples else None,
         shots=result.shots,
+        oom_retries=eval_batch.retries,
+        eval_batch_size=eval_batch.size,
     )
     write_predictions(out_dir / PREDICTIONS, result.predictions)
     state.predictions = PREDICTIONS

@@ -7,9 +7,13 @@ artifact_bytes}, timing {load_s, one_off_s, train_s,
 eval_s, total_s, train_samples_per_s, train_tokens_per_s, eval_samples_per_s, eval_tokens_per_s, step_s_median,
 step_s_p90, step_s_mean, step_s_stdev, step_count, warmup_steps_excluded, step_clock}, memory {peak_rss_bytes,
 gpu_peak_allocated_bytes, gpu_peak_reserved_bytes, gpu_start_allocated_bytes}, training {steps, epochs, samples,
-tokens, early_stopped, best_epoch, validation, loss_first, loss_last}, evaluation {samples, tokens,
-tokens_per_sample, shots}, config, env, started_at, finished_at, log,
-predictions``. Sizes are bytes, times seconds; GPU fields are null without a GPU.
+tokens, early_stopped, best_epoch, validation, loss_first, loss_last, oom_retries, micro_batch_size,
+grad_accum_steps}, evaluation {samples, tokens, tokens_per_sample, shots, oom_retries, eval_batch_size}, config, env,
+started_at, finished_at, log, predictions``. Sizes are bytes, times seconds; GPU fields are null without a GPU.
+
+Fields added within version 1 are optional with defaults (``training.oom_retries``, ``training.micro_batch_size``,
+``training.grad_accum_steps``, ``evaluation.oom_retries``, ``evaluation.eval_batch_size``: the out-of-memory
+back-off), so records written before them still read (as ``0`` / ``null``) and older readers ignore them.
 """
 
 from __future__ import annotations
@@ -85,6 +89,14 @@ class Training:
     validation: tuple[float, ...] = ()
     loss_first: float | None = None
     loss_last: float | None = None
+    #: Out-of-memory back-offs: times the per-device micro-batch was halved and the optimizer step redone (added in
+    #: schema 1 with a default: older records read as 0).
+    oom_retries: int = 0
+    #: The per-device micro-batch (examples) that ran last: ``budget.batch_size // budget.grad_accum_steps``, or less
+    #: after back-offs (``config.budget`` keeps what the suite asked). Null without training or in older records.
+    micro_batch_size: int | None = None
+    #: Micro-batches per optimizer step that ran last: ``ceil(batch_size / micro_batch_size)``. Null as above.
+    grad_accum_steps: int | None = None
 
 
 @dataclass(frozen=True)
@@ -97,6 +109,12 @@ class Evaluation:
     tokens_per_sample: float | None = None
     #: Mean in-context demonstrations per prompt (null without demonstrations).
     shots: float | None = None
+    #: Out-of-memory back-offs of the evaluation batch: times it was halved and the evaluation redone, validation
+    #: evaluations of early stopping included (added in schema 1 with a default: older records read as 0).
+    oom_retries: int = 0
+    #: The evaluation batch (examples) that ran last: ``budget.eval_batch_size``, or less after back-offs. Null in
+    #: older records and when the cell failed before evaluating.
+    eval_batch_size: int | None = None
 
 
 class NewerSchemaError(ValueError):

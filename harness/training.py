@@ -23,6 +23,15 @@ Protocol (the same for every strategy in a suite):
   ``patience`` epochs without improvement and the best weights are restored from a CPU copy of the trainable
   parameters. Evaluation time is excluded from ``train_s`` and from step times.
 * **Counting.** Non-padding tokens are the sum of ``attention_mask`` (all ``input_ids`` without a mask).
+* **Out-of-memory back-off.** The micro-batch is a runtime value (:class:`BatchBackoff`), starting at ``batch_size //
+  grad_accum_steps``. When a micro-batch's forward or backward pass runs out of memory (``is_out_of_memory``), the
+  step's gradients are dropped, what the attempt held is freed (``gc.collect()``; ``torch.cuda.empty_cache()`` on
+  CUDA), the micro-batch is halved (rounding up: 6 → 3 → 2 → 1; accumulation becomes ``ceil(batch_size / micro)``,
+  the last chunk may be smaller) and the *current* step is redone from its start with the torch RNG state it started
+  with: data order, dropout draws, step count and effective batch are those of a run configured with the smaller
+  micro-batch from the start. The redone step's time includes its failed attempts. At a micro-batch of 1 (or in
+  clipping or the optimizer step) the error propagates. Validation evaluations back off likewise
+  (:func:`evaluate_with_backoff`). Each back-off writes a ``harness: out of memory ...`` line to stderr (the cell log).
 """
 
 from __future__ import annotations
@@ -37,6 +46,18 @@ from .budget import Budget
 from .components import TaskRun
 from .errors import HarnessError
 from .measure import StepStats, StepTimer, step_stats, synchronize
+from .oom import (  # noqa: F401  (re-exported: the cell and tests import them from here)
+    BatchBackoff,
+    Log,
+    accumulation_steps,
+    evaluate_with_backoff,
+    first_line,
+    free_memory,
+    log_to_stderr,
+    rng_state,
+    set_rng_state,
+)
+from .worker import is_out_of_memory
 
 #: Batches per mega-batch in length-grouped batching.
 MEGA_BATCH_BATCHES = 50
@@ -70,6 +91,10 @@ class TrainOutcome:
     losses: tuple[float, ...]
     step_times: tuple[float, ...]
     host_step_times: tuple[float, ...]
+    #: Out-of-memory back-offs of the micro-batch (steps redone), and the micro-batch and accumulation that ran last.
+    oom_retries: int = 0
+    micro_batch_size: int | None = None
+    grad_accum_steps: int | None = None
 
 
 def epoch_batches(n: int, batch_size: int, generator: Any, lengths: Sequence[int] | None = None) -> list[list[int]]:
@@ -131,6 +156,27 @@ def _to_device(batch: Mapping[str, Any], device: str) -> dict[str, Any]:
     return {k: v.to(device, non_blocking=True) if hasattr(v, "to") else v for k, v in batch.items()}
 
 
+def _accumulate(
+    model: Any, run: TaskRun, examples: Sequence[Any], batch: list[int], micro: int, device: str
+) -> tuple[Any, int]:
+    """Forward and backward of one optimizer step's micro-batches (chunks of ``micro`` examples), each loss weighted
+    by its share of the step's loss units; returns ``(step loss, non-padding tokens)``. What it allocates is local,
+    so an exception takes it away with this frame."""
+    parts = [run.collate([examples[j] for j in batch[i : i + micro]]) for i in range(0, len(batch), micro)]
+    if len(parts) == 1:
+        weights = [1.0]
+    else:
+        units = [run.loss_units(p) for p in parts]
+        weights = [u / sum(units) for u in units] if sum(units) else [1.0 / len(parts)] * len(parts)
+    step_loss, tokens = None, 0
+    for inputs, weight in zip(parts, weights, strict=True):
+        tokens += _tokens(inputs)
+        loss = _loss(model(**_to_device(inputs, device))) * weight
+        loss.backward()
+        step_loss = loss.detach() if step_loss is None else step_loss + loss.detach()
+    return step_loss, tokens
+
+
 class _EarlyStopping:
     def __init__(self, run: TaskRun, patience: int):
         self.run, self.patience = run, patience
@@ -177,8 +223,18 @@ def train(
     progress: Progress | None = None,
     *,
     cuda: Any | None = None,
+    micro: BatchBackoff | None = None,
+    eval_batch: BatchBackoff | None = None,
+    log: Log = log_to_stderr,
 ) -> TrainOutcome:
-    """Train ``model`` (already on ``device``) on ``run``'s training split under ``budget`` (see module docs)."""
+    """Train ``model`` (already on ``device``) on ``run``'s training split under ``budget`` (see module docs).
+
+    :param micro: the micro-batch size, halved in place on out-of-memory errors (default: ``batch_size //
+        grad_accum_steps``); pass one to read what ran even when training fails.
+    :param eval_batch: the validation batch size of early stopping, halved in place likewise (default:
+        ``budget.eval_batch_size``).
+    :param log: where back-off lines go (default: stderr, the cell log).
+    """
     import torch
     from transformers import get_linear_schedule_with_warmup
 
@@ -192,7 +248,8 @@ def train(
             f"budget.batch_size ({budget.batch_size}) must be a multiple of budget.grad_accum_steps "
             f"({budget.grad_accum_steps})"
         )
-    micro = budget.batch_size // budget.grad_accum_steps
+    micro = micro if micro is not None else BatchBackoff(budget.batch_size // budget.grad_accum_steps)
+    eval_batch = eval_batch if eval_batch is not None else BatchBackoff(budget.eval_batch_size)
     planned = total_steps(n, budget)
     generator = torch.Generator().manual_seed(seed)
     lengths = [run.length(e) for e in examples] if budget.length_grouped else None
@@ -219,18 +276,28 @@ def train(
             if step >= planned:
                 break
             timer.start()
-            step_loss = None
-            parts = [run.collate([examples[j] for j in batch[i : i + micro]]) for i in range(0, len(batch), micro)]
-            if len(parts) == 1:
-                weights = [1.0]
-            else:
-                units = [run.loss_units(p) for p in parts]
-                weights = [u / sum(units) for u in units] if sum(units) else [1.0 / len(parts)] * len(parts)
-            for inputs, weight in zip(parts, weights, strict=True):
-                tokens += _tokens(inputs)
-                loss = _loss(model(**_to_device(inputs, device))) * weight
-                loss.backward()
-                step_loss = loss.detach() if step_loss is None else step_loss + loss.detach()
+            while True:
+                largest = min(micro.size, len(batch))  # the largest micro-batch this step (the last batch may be short)
+                rng = rng_state(device) if largest > 1 else None  # a micro-batch of 1 cannot back off
+                try:
+                    step_loss, step_tokens = _accumulate(model, run, examples, batch, micro.size, device)
+                    break
+                except Exception as exc:
+                    if rng is None or not is_out_of_memory(exc):
+                        raise
+                    message = first_line(exc)
+                # outside the except block: the traceback (and the activations its frames hold) is gone
+                optimizer.zero_grad(set_to_none=True)
+                free_memory(device)
+                before, micro.size = largest, largest
+                micro.halve()
+                set_rng_state(rng)
+                log(
+                    f"out of memory in training step {step + 1} at micro-batch {before} ({message}); redoing the "
+                    f"step with micro-batch {micro.size} x {accumulation_steps(budget.batch_size, micro.size)} "
+                    f"accumulation steps (batch {budget.batch_size})"
+                )
+            tokens += step_tokens
             if budget.max_grad_norm > 0:
                 torch.nn.utils.clip_grad_norm_(trainable, budget.max_grad_norm)
             optimizer.step()
@@ -248,7 +315,7 @@ def train(
         if stopper is not None and (consumed == n or step >= planned):
             synchronize(device, cuda)
             eval_started = time.perf_counter()
-            result = run.evaluate(model, "validation", budget.eval_batch_size, device)
+            result = evaluate_with_backoff(run, model, "validation", eval_batch, device, log)
             stop = stopper.update(model, result.metrics, epoch)
             model.train()
             eval_s += time.perf_counter() - eval_started
@@ -279,4 +346,7 @@ def train(
         losses=tuple(loss_values),
         step_times=tuple(step_times),
         host_step_times=tuple(timer.host_times),
+        oom_retries=micro.retries,
+        micro_batch_size=micro.size,
+        grad_accum_steps=accumulation_steps(budget.batch_size, micro.size),
     )
