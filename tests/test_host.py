@@ -59,9 +59,9 @@ def site(tmp_path, monkeypatch):
 
 def test_builtins_register_through_entry_points():
     host = PluginHost.load()
-    builtin = {p.name: p for p in host.plugins}
+    builtin = {p.name: p for p in host.plugins if p.module.startswith("harness_plugins.")}
     assert {"sources", "classification", "full", "local", "reporters"} <= set(builtin)
-    assert all(p.distribution == "tuning-harness" for p in builtin.values())
+    assert all(p.distribution == "tuning-harness" for p in builtin.values())  # third-party packages may be installed
     assert not [p for p in host.plugins if p.error], host.problems
     assert "classification" in host.names("task") and "full" in host.names("strategy")
     assert {"hub", "local", "tiny"} <= set(host.names("model source"))

@@ -1,0 +1,51 @@
+"""The example suite through the command line, as a user runs it: validate, run (every cell in its own worker
+process), report."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+SUITE = Path(__file__).resolve().parents[1] / "suites" / "example.toml"
+
+
+def test_validate(example_plugin, harness_cli):
+    done = subprocess.run([*harness_cli, "validate", str(SUITE)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "4 cells (0 skipped" in done.stdout
+
+
+@pytest.mark.slow
+def test_run_and_report(example_plugin, harness_cli, tmp_path):
+    out = tmp_path / "results"
+    run = subprocess.run(
+        [*harness_cli, "run", str(SUITE), "--output", str(out), "--jobs", "2"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    records = [json.loads(p.read_text()) for p in sorted(out.glob("cells/*/record.json"))]
+    assert [(r["task"], r["strategy"], r["status"]) for r in records] == [
+        ("scores", "bitfit", "ok"),
+        ("scores", "full", "ok"),
+        ("sentiment", "bitfit", "ok"),
+        ("sentiment", "full", "ok"),
+    ], [r["error"] for r in records]
+    metrics = {(r["task"], r["strategy"]): r["metrics"] for r in records}
+    assert metrics[("scores", "full")]["pearson"] > 0.5
+    assert metrics[("sentiment", "full")]["accuracy"] > 0.5
+    report = subprocess.run(
+        [*harness_cli, "report", str(out), "--format", "json"], capture_output=True, text=True, timeout=120
+    )
+    assert report.returncode == 0, report.stderr
+    data = json.loads(report.stdout)
+    assert len(data["records"]) == 4
+    # bitfit against full, paired item by item: the task's per-item statistics of Pearson's r and of accuracy
+    [table] = data["tables"]
+    methods = {tuple(c["cell"]): c["method"] for c in table["vs_baseline"]}
+    assert methods[("scores", "bitfit")].startswith("paired approximate randomisation")
+    assert methods[("sentiment", "bitfit")].startswith("paired approximate randomisation")
