@@ -17,10 +17,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from . import compute
 from .components import CellContext, TaskRun
 from .measure import GpuMemoryMeter, peak_rss_bytes, synchronize
 from .plan import Cell
-from .records import Evaluation, Memory, Params, Record, Timing, Training, cell_record
+from .records import Compute, Evaluation, Memory, Params, Record, Timing, Training, cell_record
 from .store import ARTIFACT, LOG, PREDICTIONS, STEPS, now
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -47,6 +48,7 @@ class CellState:
     params: Params = field(default_factory=Params)
     training: Training = field(default_factory=Training)
     evaluation: Evaluation = field(default_factory=Evaluation)
+    compute: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
     primary_metric: str | None = None
     metric_info: dict[str, str] = field(default_factory=dict)
@@ -80,12 +82,41 @@ class CellState:
             memory=Memory(**self.memory),
             training=self.training,
             evaluation=self.evaluation,
+            compute=Compute(**self.compute),
             env={**self.env, "attempt": self.attempt, "device": self.device},
             started_at=self.started_at,
             finished_at=now(),
             log=LOG,
             predictions=self.predictions,
         )
+
+
+def _energy_meter(device: str) -> compute.EnergyMeter | None:
+    """The NVML energy meter of the cell's GPU, started; ``None`` on a CPU or without a usable counter."""
+    if not device.startswith("cuda"):
+        return None
+    meter = compute.energy_meter()
+    if not meter.available:
+        return None
+    meter.start()
+    return meter
+
+
+def _note_training_compute(
+    state: CellState, model: Any, device: str, n: int, n_trainable: int, tokens: int, train_s: float,
+    energy: compute.EnergyMeter | None,
+) -> None:
+    """Training FLOPs and MFU (:mod:`harness.compute`), and the training's GPU energy, into the cell's state."""
+    flops = compute.training_flops(n, n_trainable, tokens)
+    peak = None
+    if device.startswith("cuda"):
+        import torch
+
+        dtype = next((str(p.dtype) for p in model.parameters() if p.requires_grad), "torch.float32")
+        peak = compute.peak_flops(torch.cuda.get_device_name(), dtype)
+    state.compute.update(train_flops=flops, peak_flops=peak, mfu=compute.mfu(flops, train_s, peak))
+    if energy is not None:
+        state.compute["train_energy_j"] = energy.stop()
 
 
 def seed_everything(seed: int, device: str) -> None:
@@ -229,6 +260,9 @@ def run_cell(
 
     if state.gpu_meter is not None:
         state.gpu_meter.reset_peak()
+    energy = _energy_meter(device)
+    n_matmul, n_trainable = compute.matmul_parameters(model)
+    state.compute["matmul_params"] = n_matmul
     from .training import BatchBackoff, accumulation_steps, evaluate_with_backoff, train
 
     budget = cell.budget
@@ -266,6 +300,7 @@ def run_cell(
             grad_accum_steps=outcome.grad_accum_steps,
         )
         stats = outcome.step_stats
+        _note_training_compute(state, model, device, n_matmul, n_trainable, outcome.tokens, outcome.train_s, energy)
         state.timing.update(
             train_s=outcome.train_s,
             train_samples_per_s=outcome.samples / outcome.train_s if outcome.train_s > 0 else None,
@@ -292,6 +327,8 @@ def run_cell(
 
     progress("eval", 0, 1)
     run.prepare("test")  # encoding is not inference: keep it out of eval_s and eval throughput
+    if energy is not None:
+        energy.start()
     eval_started = time.perf_counter()
     try:
         result = evaluate_with_backoff(run, model, "test", eval_batch, device)
@@ -299,6 +336,11 @@ def run_cell(
         note_eval_batch()
     synchronize(device)
     eval_s = time.perf_counter() - eval_started
+    if energy is not None:
+        state.compute["eval_energy_j"] = energy.stop()
+        parts = [state.compute.get("train_energy_j"), state.compute["eval_energy_j"]]
+        if state.compute["eval_energy_j"] is not None:
+            state.compute["energy_j"] = sum(p for p in parts if p is not None)
     state.timing.update(
         eval_s=eval_s,
         eval_samples_per_s=result.samples / eval_s if eval_s > 0 else None,

@@ -8,12 +8,13 @@ eval_s, total_s, train_samples_per_s, train_tokens_per_s, eval_samples_per_s, ev
 step_s_p90, step_s_mean, step_s_stdev, step_count, warmup_steps_excluded, step_clock}, memory {peak_rss_bytes,
 gpu_peak_allocated_bytes, gpu_peak_reserved_bytes, gpu_start_allocated_bytes}, training {steps, epochs, samples,
 tokens, early_stopped, best_epoch, validation, loss_first, loss_last, oom_retries, micro_batch_size,
-grad_accum_steps}, evaluation {samples, tokens, tokens_per_sample, shots, oom_retries, eval_batch_size}, config, env,
+grad_accum_steps}, evaluation {samples, tokens, tokens_per_sample, shots, oom_retries, eval_batch_size}, compute
+{matmul_params, train_flops, peak_flops, mfu, train_energy_j, eval_energy_j, energy_j}, config, env,
 started_at, finished_at, log, predictions``. Sizes are bytes, times seconds; GPU fields are null without a GPU.
 
 Fields added within version 1 are optional with defaults (``training.oom_retries``, ``training.micro_batch_size``,
 ``training.grad_accum_steps``, ``evaluation.oom_retries``, ``evaluation.eval_batch_size``: the out-of-memory
-back-off), so records written before them still read (as ``0`` / ``null``) and older readers ignore them.
+back-off; ``compute``: training FLOPs, MFU and GPU energy), so records written before them still read (as ``0`` / ``null``) and older readers ignore them.
 """
 
 from __future__ import annotations
@@ -121,6 +122,25 @@ class NewerSchemaError(ValueError):
     """A record written by a newer harness: never read as missing (a rerun would overwrite it)."""
 
 
+@dataclass(frozen=True)
+class Compute:
+    """Training compute and GPU energy (:mod:`harness.compute`; added within schema version 1, null when absent).
+
+    ``train_flops`` = (4·N + 2·N_trainable)·T with N the weights of the model's matrix multiplications
+    (``matmul_params``) and T the training tokens (6·N·T for full fine-tuning); ``mfu`` = train_flops / (train_s ·
+    ``peak_flops``), the device's data-sheet peak FLOP/s for the training dtype (null on a CPU or an unknown GPU);
+    energies in joules from NVML's counter of the cell's GPU (the whole board's draw: several cells sharing a GPU
+    each count all of it), null without NVML."""
+
+    matmul_params: int | None = None
+    train_flops: float | None = None
+    peak_flops: float | None = None
+    mfu: float | None = None
+    train_energy_j: float | None = None
+    eval_energy_j: float | None = None
+    energy_j: float | None = None
+
+
 def _build(cls: type, data: Mapping[str, Any] | None) -> Any:
     data = data or {}
     names = {f.name for f in fields(cls)}
@@ -152,6 +172,7 @@ class Record:
     memory: Memory = field(default_factory=Memory)
     training: Training = field(default_factory=Training)
     evaluation: Evaluation = field(default_factory=Evaluation)
+    compute: Compute = field(default_factory=Compute)
     config: Mapping[str, Any] = field(default_factory=dict)
     env: Mapping[str, Any] = field(default_factory=dict)
     started_at: str | None = None
@@ -183,6 +204,7 @@ class Record:
         values["memory"] = _build(Memory, data.get("memory"))
         values["training"] = _build(Training, data.get("training"))
         values["evaluation"] = _build(Evaluation, data.get("evaluation"))
+        values["compute"] = _build(Compute, data.get("compute"))
         return cls(**values)
 
 

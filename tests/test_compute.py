@@ -102,3 +102,42 @@ def test_real_nvml_energy_counter_on_a_gpu():
     torch.cuda.synchronize()
     joules = meter.stop()
     assert joules is not None and joules > 0
+
+
+def test_a_cell_records_its_training_flops(tmp_path):
+    pytest.importorskip("torch")
+    from harness.testing import run_cell, tiny_model
+
+    record = run_cell(tmp_path, model=tiny_model())
+    assert record.status == "ok", record.error
+    c, tokens = record.compute, record.training.tokens
+    assert c.matmul_params > 0 and tokens > 0
+    # full fine-tuning: every weight trains, so (4N + 2·N_trainable)·T with N_trainable = all trainable weights
+    assert c.train_flops == (4 * c.matmul_params + 2 * record.params.trainable) * tokens
+    assert c.mfu is None and c.peak_flops is None and c.energy_j is None  # CPU: no peak, no NVML
+
+
+class FakeMeter:
+    available = True
+
+    def __init__(self):
+        self.readings = iter([12.5, 3.0])
+
+    def start(self):
+        pass
+
+    def stop(self):
+        return next(self.readings)
+
+
+def test_energy_and_mfu_are_wired_into_the_cell_state(monkeypatch):
+    from harness import cell
+
+    monkeypatch.setattr(compute, "energy_meter", FakeMeter)
+    assert cell._energy_meter("cpu") is None  # no GPU, no counter
+    meter = cell._energy_meter("cuda")
+    assert isinstance(meter, FakeMeter)
+    state = cell.CellState(cell=None, attempt="a", device="cpu")
+    cell._note_training_compute(state, model=None, device="cpu", n=100, n_trainable=10, tokens=7, train_s=2.0,
+                                energy=meter)
+    assert state.compute == {"train_flops": (400 + 20) * 7.0, "peak_flops": None, "mfu": None, "train_energy_j": 12.5}

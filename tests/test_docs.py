@@ -261,13 +261,13 @@ def test_declaration_keys_are_what_load_suite_accepts(tmp_path, toy_host):
 # -- (b) the record schema ----------------------------------------------------------------------------------------
 def record_sections() -> dict[str, dict[str, str]]:
     """Section -> field -> the dataclass annotation (``""`` where the docs give no checked type)."""
-    from harness.records import Evaluation, Memory, Params, Record, Timing, Training
+    from harness.records import Compute, Evaluation, Memory, Params, Record, Timing, Training
 
     sections = {
         name: {f.name: str(f.type) for f in dataclasses.fields(cls)}
         for name, cls in (
             ("record", Record), ("params", Params), ("timing", Timing), ("memory", Memory), ("training", Training),
-            ("evaluation", Evaluation),
+            ("evaluation", Evaluation), ("compute", Compute),
         )
     }
     for name, keys in other_record_keys().items():
