@@ -62,6 +62,9 @@ COST_FIGURES: dict[str, tuple[str, Callable[[Row, str], float | None]]] = {
     "train_samples_per_s": ("train samples/s", lambda r, _: number((r.get("timing") or {}).get("train_samples_per_s"))),
     "eval_samples_per_s": ("eval samples/s", lambda r, _: number((r.get("timing") or {}).get("eval_samples_per_s"))),
     "total_s": ("cell total s", lambda r, _: number((r.get("timing") or {}).get("total_s"))),
+    "train_flops": ("training FLOPs", lambda r, _: number((r.get("compute") or {}).get("train_flops"))),
+    "mfu": ("MFU", lambda r, _: number((r.get("compute") or {}).get("mfu"))),
+    "energy_j": ("GPU energy J", lambda r, _: number((r.get("compute") or {}).get("energy_j"))),
 }
 
 

@@ -287,6 +287,9 @@ def cost_table(table: Table) -> tuple[list[str], list[list[str]]]:
     kinds = {g.memory_kind for g in table.cells.values() if "peak_memory_mib" in g.cost}
     memory_header = f"{next(iter(kinds))} MiB" if len(kinds) == 1 else "peak MiB"
     headers = [table.rows_dim, table.cols_dim, *(memory_header if h == "peak MiB" else h for h in COST_HEADERS)]
+    # GPU runs: model FLOPs utilisation and energy, when any cell of the table measured them
+    extra = [name for name in ("mfu", "energy_j") if any(name in g.cost for g in table.cells.values())]
+    headers += [{"mfu": "MFU %", "energy_j": "energy J"}[name] for name in extra]
     body = []
     for r in table.row_values:
         for c in table.col_values:
@@ -314,5 +317,9 @@ def cost_table(table: Table) -> tuple[list[str], list[list[str]]]:
             throughput = format_number(cost["train_samples_per_s"].mean) if "train_samples_per_s" in cost else "-"
             total = len(group.values) + len(group.failed) + len(group.skipped)
             ok = len(group.values)
-            body.append([r, c, f"{ok}/{total}", trainable, stored, memory, train, throughput])
+            gpu = [
+                "-" if name not in cost else f"{cost[name].mean * 100:.3g}" if name == "mfu" else format_number(cost[name].mean)
+                for name in extra
+            ]
+            body.append([r, c, f"{ok}/{total}", trainable, stored, memory, train, throughput, *gpu])
     return headers, body

@@ -511,3 +511,22 @@ def test_harness_register_reporters_registers_the_built_in_formats(monkeypatch):
     host = PluginHost.load(extra=[("reporters", reporters)])
     assert host.problems == [] and isinstance(host.reporter("markdown"), MarkdownReporter)
     assert isinstance(host.reporter("json"), JsonReporter) and isinstance(host.reporter("csv"), CsvReporter)
+
+
+def test_cost_table_adds_mfu_and_energy_only_when_measured():
+    from harness.analysis import build_tables, group_rows, rows_by_group
+    from harness.report import cost_table
+
+    def row(strategy, compute):
+        return Record(key=strategy, suite="s", cell_id="c", task="sst2", strategy=strategy, model="m", seed=1,
+                      status="ok", primary_metric="accuracy", metrics={"accuracy": 0.5},
+                      timing=Timing(train_s=10.0)).to_json() | {"compute": compute}
+
+    plain = [row("full", {}), row("lora", {})]
+    [table] = build_tables(group_rows(plain), rows_by_group(plain))
+    assert "MFU %" not in cost_table(table)[0]
+    gpu = [row("full", {"mfu": 0.41, "energy_j": 1234.5}), row("lora", {"mfu": None, "energy_j": 99.0})]
+    [table] = build_tables(group_rows(gpu), rows_by_group(gpu))
+    headers, body = cost_table(table)
+    assert headers[-2:] == ["MFU %", "energy J"]
+    assert [line[-2:] for line in body] == [["41", "1234"], ["-", "99"]]
