@@ -246,6 +246,24 @@ class Strategy(Component):
         }
 
 
+@dataclass(frozen=True)
+class ModelSize:
+    """A model's size, found cheaply at planning time (config files, file headers; never the weights).
+
+    :param parameters: parameter count.
+    :param layers: transformer blocks (encoder plus decoder layers); ``None`` when unknown.
+    :param hidden: hidden size. :param heads: attention heads. :param vocab: vocabulary size.
+    :param bytes_per_parameter: bytes of one weight as the cell loads it (4 for float32), when known.
+    """
+
+    parameters: int
+    layers: int | None = None
+    hidden: int | None = None
+    heads: int | None = None
+    vocab: int | None = None
+    bytes_per_parameter: int | None = None
+
+
 class ModelSource(Component):
     """Where model weights come from (the hub, a local folder, a random tiny model)."""
 
@@ -258,6 +276,12 @@ class ModelSource(Component):
     def label(self, options: Mapping[str, Any]) -> str:
         """A short human-readable identity of the model, for records and tables."""
         return self.name
+
+    def estimate_size(self, options: Mapping[str, Any]) -> ModelSize | None:
+        """The model's size at planning time (config files, file headers; never the weights, never torch), for the
+        GPU memory estimates of :mod:`harness.estimates`; ``None`` (the default) when unknown: its cells then get a
+        GPU to themselves."""
+        return None
 
     @abc.abstractmethod
     def open(self, options: Mapping[str, Any], ctx: CellContext) -> LoadedModel:

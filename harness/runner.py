@@ -2,7 +2,8 @@
 
 :func:`run_suite` is what ``harness run`` calls. Executors (plugins) receive a :class:`SuiteRun`, which holds
 everything they need and the bookkeeping they share: claiming a cell (its lock), writing the worker's spec,
-recording how the worker ended (a failed record when it left none), and the progress display.
+recording how the worker ended (a failed record when it left none), each cell's memory and duration estimate
+(:mod:`harness.scheduler`), the busy intervals of the makespan report, and the progress display.
 """
 
 from __future__ import annotations
@@ -24,15 +25,18 @@ from typing import Any
 import click
 
 from . import __version__
-from .devices import Device, discover_devices
+from .devices import Device, cpu_device, discover_devices
+from .estimates import Demand, estimate_demands
 from .host import PluginHost
 from .plan import Cell, budget_warnings, plan
 from .progress import PROGRESS_FILE, Progress, format_duration
 from .records import Record, Timing, cell_record, write_json_atomic
+from .scheduler import Interval, makespan_report
 from .store import LOG, ResultStore, now
 from .suite import load_suite
 
 SPEC = "spec.json"
+MAKESPAN = "makespan.json"
 Echo = Callable[..., Any]
 WorkerArgv = Callable[[Path], list[str]]
 
@@ -104,6 +108,7 @@ class _Attempt:
     started_at: str
     started: float
     log_offset: int
+    cell_id: str = ""
 
 
 @dataclass
@@ -114,6 +119,11 @@ class SuiteRun:
     ``worker_argv(spec_path)`` in its own process pinned to the device, call :meth:`tick` while waiting, then
     :meth:`finished` with how the process ended, and close the claim. On ``KeyboardInterrupt`` it stops its
     workers, closes the claims and re-raises.
+
+    Placement: :meth:`demand` is a cell's expected GPU memory and duration; ``max_cells_per_gpu`` how many cells a
+    GPU may run at once (the ``local`` executor packs them with :class:`harness.scheduler.Planner`). Each cell's
+    time on its device, from :meth:`write_spec` (or :meth:`started`) to :meth:`finished`, goes into the makespan
+    report (:meth:`makespan`).
     """
 
     cells: list[Cell]
@@ -127,6 +137,14 @@ class SuiteRun:
     rerun: bool = False
     worker_argv: WorkerArgv = default_worker_argv
     progress: Progress = field(default_factory=lambda: Progress(0))
+    #: Cells a GPU may run at once (``[suite] max_cells_per_gpu``).
+    max_cells_per_gpu: int = 1
+    #: Expected GPU memory and duration per cell key (:func:`harness.scheduler.estimate_demands`).
+    demands: dict[str, Demand] = field(default_factory=dict)
+    #: ``time.monotonic()`` when the cells began (the makespan report's zero).
+    clock_start: float = field(default_factory=time.monotonic)
+    #: Each finished cell's time on its device, in seconds since ``clock_start``.
+    intervals: list[Interval] = field(default_factory=list)
     #: Wall-clock time (``time.time()``) the run began; records written after it were written by this run or a
     #: concurrent one, so the cell is not run again.
     started_wall: float = field(default_factory=time.time)
@@ -146,6 +164,10 @@ class SuiteRun:
     def in_flight(self) -> list[str]:
         """Cell ids started but not finished (after an interrupt: the cells that were stopped)."""
         return list(self._attempts)
+
+    def demand(self, cell: Cell) -> Demand:
+        """The cell's expected GPU memory and duration (unknown when not estimated)."""
+        return self.demands.get(cell.key, Demand())
 
     def timeout_for(self, cell: Cell) -> float | None:
         """The cell's wall-clock limit: ``--timeout``, else its budget's ``timeout_s``."""
@@ -207,9 +229,18 @@ class SuiteRun:
         with open(directory / LOG, "a", encoding="utf-8") as log:
             log.write(f"=== harness: attempt {attempt} on {device.label} at {started_at} ===\n")
             offset = log.tell()
-        self._attempts[cell.key] = _Attempt(attempt, device, started_at, time.monotonic(), offset)
+        self._attempts[cell.key] = _Attempt(attempt, device, started_at, time.monotonic(), offset, cell.cell_id)
         self.progress.cell_started(cell.cell_id, device.label, directory)
         return spec_path, attempt
+
+    def started(self, cell: Cell, device: Device | None = None) -> None:
+        """Optional: the cell's worker began running now, on ``device`` when given. An executor whose cells may wait
+        in a queue after :meth:`write_spec` calls it, so the makespan report counts only the time they ran (and
+        the cell's total time in a failed record starts here)."""
+        state = self._attempts[cell.key]
+        state.started = time.monotonic()
+        if device is not None:
+            state.device = device
 
     def tick(self) -> None:
         """Call while waiting on workers: redraws the progress display (at most about once a second)."""
@@ -233,6 +264,7 @@ class SuiteRun:
         error is ``error`` (how the process ended, see :func:`describe_exit`) plus the log's last line. Updates the
         display and the counts, and returns the record."""
         state = self._attempts.pop(cell.key)
+        ended = time.monotonic()
         record = self.store.load(cell)
         if record is None or record.env.get("attempt") != state.attempt:
             message = error or describe_exit(None)
@@ -250,8 +282,38 @@ class SuiteRun:
             )
             self.store.write(cell, record)
         self.records.append(record)
+        self.intervals.append(
+            Interval(cell.cell_id, state.device.label, state.started - self.clock_start, ended - self.clock_start,
+                     record.status)
+        )
         self.progress.cell_finished(record)
         return record
+
+    def makespan(self) -> dict[str, Any]:
+        """The makespan report until now (``makespan.json``): :func:`harness.scheduler.makespan_report` over the
+        finished cells and those still in flight (status ``stopped``), with the devices' names and memory."""
+        end = time.monotonic()
+        intervals = list(self.intervals) + [
+            Interval(s.cell_id, s.device.label, s.started - self.clock_start, end - self.clock_start, "stopped")
+            for s in self._attempts.values()
+        ]
+        gpus = [d for d in self.devices if d.kind == "cuda"]
+        devices = gpus or [next((d for d in self.devices if d.kind == "cpu"), None) or cpu_device()]
+        report = makespan_report(intervals, [d.label for d in devices], end - self.clock_start,
+                                 lanes=None if gpus else max(1, self.jobs))
+        described = {d.label: {"name": d.name, "memory_bytes": d.memory_bytes} for d in devices}
+        for entry in report["devices"]:
+            entry.update(described.get(entry["device"], {}))
+        expected = {c.cell_id: self.demand(c) for c in self.cells}
+        for entry in report["intervals"]:
+            demand = expected.get(entry["cell"], Demand())
+            entry.update(memory_estimate_bytes=demand.memory_bytes, memory_basis=demand.basis,
+                         expected_s=demand.duration_s)
+        suite = self.cells[0].suite if self.cells else None
+        return {
+            "suite": suite, "suite_sha256": self.suite_sha256, "written_at": now(),
+            "max_cells_per_gpu": self.max_cells_per_gpu, **report,
+        }
 
 
 def _read_raw(path: Path) -> dict[str, Any]:
@@ -287,10 +349,34 @@ def _print_plan(echo: Echo, to_run: list[Cell], done: list[Cell], skipped: list[
         echo(f"  {cell.cell_id}: {cell.skip_reason}")
 
 
-def _devices_text(devices: list[Device], jobs: int) -> str:
+def _devices_text(devices: list[Device], jobs: int, max_cells_per_gpu: int = 1) -> str:
     if devices and devices[0].kind == "cpu":
         return f"cpu ({devices[0].name}), {jobs} at a time"
-    return ", ".join(d.describe() for d in devices)
+    shared = f", up to {max_cells_per_gpu} cells per GPU where memory allows" if max_cells_per_gpu > 1 else ""
+    return ", ".join(d.describe() for d in devices) + shared
+
+
+def makespan_line(report: dict[str, Any], path: Path) -> str:
+    """One line summing up a makespan report: wall time, busy share per device, the ideal Σ/G."""
+    busy = ", ".join(
+        f"{d['device']} {d['utilisation']:.0%}" for d in report["devices"] if d["utilisation"] is not None
+    )
+    efficiency = f" (efficiency {report['efficiency']:.0%})" if report["efficiency"] is not None else ""
+    return (
+        f"makespan {format_duration(report['wall_s'])}: {report['cells']} cell(s) on {report['lanes']} lane(s), "
+        f"busy {busy or '-'}; ideal Σ/G {format_duration(report['ideal_s'])}{efficiency}; {path}"
+    )
+
+
+def _write_makespan(run: SuiteRun) -> tuple[dict[str, Any], Path] | None:
+    """Write ``makespan.json`` in the results directory; ``None`` when it cannot be written."""
+    report = run.makespan()
+    path = run.store.root / MAKESPAN
+    try:
+        write_json_atomic(path, report)
+    except OSError:
+        return None
+    return report, path
 
 
 @contextlib.contextmanager
@@ -325,6 +411,7 @@ def run_suite(
     """
     started_wall, started = time.time(), time.monotonic()
     run: SuiteRun | None = None
+    written: tuple[dict[str, Any], Path] | None = None
     try:
         host = host or PluginHost.load()
         for problem in host.problems:
@@ -345,7 +432,8 @@ def run_suite(
         done = [c for c in runnable if c.key not in running_keys]
         head = (
             f"suite {suite.name}: {len(cells)} cells: {len(to_run)} to run, {len(done)} already done, "
-            f"{len(skipped)} skipped; {_devices_text(devices, options.jobs)} via {executor.name}; records in {store.root}"
+            f"{len(skipped)} skipped; {_devices_text(devices, options.jobs, suite.max_cells_per_gpu)} via "
+            f"{executor.name}; records in {store.root}"
         )
         if options.dry_run:
             echo(f"dry run: {head}")
@@ -354,6 +442,8 @@ def run_suite(
         store.write_plan(cells, str(suite.path), suite.sha256)
         _settle_skipped(store, skipped, suite.sha256)
         echo(head)
+        gpus = any(d.kind == "cuda" for d in devices)
+        demands = estimate_demands(to_run, host, store.records(), memory=gpus) if to_run else {}
         run = SuiteRun(
             cells=to_run,
             store=store,
@@ -367,13 +457,17 @@ def run_suite(
             worker_argv=worker_argv,
             progress=Progress(len(to_run)),
             started_wall=started_wall,
+            max_cells_per_gpu=suite.max_cells_per_gpu,
+            demands=demands,
         )
         if to_run:
+            run.clock_start = time.monotonic()
             with _sigterm_as_interrupt():
                 try:
                     executor.execute(run)
                 finally:
                     run.progress.close()
+                    written = _write_makespan(run)
     except KeyboardInterrupt as exc:
         finished = len(run.records) if run else 0
         stopped = len(run.in_flight) if run else 0
@@ -383,6 +477,8 @@ def run_suite(
             err=True,
         )
         return 128 + exc.signum if isinstance(exc, Terminated) else 130
+    if written is not None:
+        echo(makespan_line(*written))
     parts = [f"{run.ok} ok", f"{run.failed} failed", f"{len(skipped)} skipped", f"{len(done)} already done"]
     if run.elsewhere:
         parts.append(f"{len(run.elsewhere)} left to another run")

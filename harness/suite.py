@@ -35,6 +35,10 @@ SUITE_OPTIONS: tuple[Option, ...] = (
     Option("seeds", "list[int]", [0], "seeds; every cell runs once per seed"),
     Option("executor", "str", "local", "executor plugin that runs the cells (--executor overrides)"),
     Option("trust_remote_code", "bool", False, "allow models to run code from their repository (off unless set)"),
+    Option(
+        "max_cells_per_gpu", "int", 1,
+        "cells one GPU may run at once when their memory estimates fit together (local executor)", minimum=1,
+    ),
 )
 EXCLUDE_KEYS = ("task", "strategy", "model", "seed")
 #: Keys every ``[models.NAME]``, ``[tasks.NAME]`` and ``[strategies.NAME]`` table takes besides its plugin's options:
@@ -76,6 +80,7 @@ class Suite:
     exclude: tuple[Mapping[str, Any], ...]
     sha256: str
     families: Mapping[str, str] = field(default_factory=dict)
+    max_cells_per_gpu: int = 1
 
 
 def offline() -> bool:
@@ -235,6 +240,7 @@ def load_suite(path: str | Path, host: PluginHost) -> Suite:
         exclude=tuple(exclude),
         sha256=hashlib.sha256(raw).hexdigest(),
         families=families,
+        max_cells_per_gpu=suite_opts["max_cells_per_gpu"],
     )
 
 

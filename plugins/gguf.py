@@ -14,16 +14,20 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import math
+import mmap
 import os
 import shutil
+import struct
 import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
-from harness.components import CellContext, CheckContext, LoadedModel, ModelSource
+from harness.components import CellContext, CheckContext, LoadedModel, ModelSize, ModelSource
 from harness.errors import HarnessError, Problem
+from harness.estimates import dtype_bytes
 from harness.hookspecs import hookimpl
 from harness.options import REQUIRED, Option
 
@@ -41,6 +45,85 @@ def file_identity(path: Path) -> str:
             fh.seek(max(size - _MIB, _MIB))
             digest.update(fh.read(_MIB))
     return f"{size}-{digest.hexdigest()[:16]}"
+
+
+#: Byte widths of GGUF metadata value types with a fixed size (8 is a string, 9 an array).
+_GGUF_WIDTHS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
+
+
+def read_gguf_header(path: Path) -> tuple[dict[str, Any], dict[str, tuple[int, ...]]]:
+    """The scalar and string metadata of a GGUF file (arrays skipped) and each tensor's shape, read from the header
+    alone (GGUF versions 2 and 3, little-endian): no weights, no ``gguf`` package.
+
+    :raises ValueError: not a GGUF file, or a header this reader does not understand."""
+    with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+        if buf[:4] != b"GGUF" or struct.unpack_from("<I", buf, 4)[0] < 2:
+            raise ValueError(f"{path}: not a GGUF file of version 2 or later")
+        tensors, kv_count = struct.unpack_from("<QQ", buf, 8)
+        pos = 24
+
+        def take(fmt: str) -> Any:
+            nonlocal pos
+            (value,) = struct.unpack_from("<" + fmt, buf, pos)
+            pos += struct.calcsize(fmt)
+            return value
+
+        def text() -> str:
+            nonlocal pos
+            length = take("Q")
+            pos += length
+            return bytes(buf[pos - length : pos]).decode("utf-8", errors="replace")
+
+        def value(kind: int) -> Any:
+            nonlocal pos
+            if kind in _GGUF_WIDTHS:
+                return take(_GGUF_WIDTHS[kind])
+            if kind == 8:
+                return text()
+            if kind != 9:
+                raise ValueError(f"{path}: unknown GGUF value type {kind}")
+            inner, count = take("I"), take("Q")
+            if inner in _GGUF_WIDTHS:
+                pos += count * struct.calcsize(_GGUF_WIDTHS[inner])
+            else:
+                for _ in range(count):
+                    value(inner)
+            return None
+
+        metadata = {}
+        for _ in range(kv_count):
+            key = text()
+            metadata[key] = value(take("I"))
+        shapes = {}
+        for _ in range(tensors):
+            name = text()
+            dims = tuple(take("Q") for _ in range(take("I")))
+            pos += 12  # type (uint32) and offset (uint64)
+            shapes[name] = dims
+    return metadata, shapes
+
+
+def gguf_size(path: Path, bytes_per_parameter: int | None = None) -> ModelSize | None:
+    """A GGUF model's size from its header: parameters counted from the tensor shapes, the shape from the
+    ``ARCH.block_count``, ``ARCH.embedding_length``, ``ARCH.attention.head_count`` and ``ARCH.vocab_size`` keys;
+    ``None`` when the header cannot be read."""
+    try:
+        metadata, shapes = read_gguf_header(path)
+    except (OSError, ValueError, struct.error):
+        return None
+    arch = str(metadata.get("general.architecture", ""))
+
+    def number(key: str) -> int | None:
+        found = metadata.get(f"{arch}.{key}")
+        return found if isinstance(found, int) and found > 0 else None
+
+    parameters = sum(math.prod(dims) for dims in shapes.values())
+    if not parameters:
+        return None
+    return ModelSize(
+        parameters, number("block_count"), number("embedding_length"), number("attention.head_count"),
+        number("vocab_size"), bytes_per_parameter,
+    )
 
 
 class GgufModel(LoadedModel):
@@ -130,6 +213,10 @@ class GgufSource(ModelSource):
 
     def label(self, options: Mapping[str, Any]) -> str:
         return Path(options["path"]).stem
+
+    def estimate_size(self, options: Mapping[str, Any]) -> ModelSize | None:
+        """From the GGUF header, as the dequantised copy loads (``dtype``)."""
+        return gguf_size(Path(options["path"]), dtype_bytes(options["dtype"]))
 
     def open(self, options: Mapping[str, Any], ctx: CellContext) -> GgufModel:
         cache = Path(os.path.expanduser(options["cache_dir"]))

@@ -1,8 +1,10 @@
 """The ``local`` executor: every cell in its own process on this machine.
 
-One cell per GPU at a time with ``CUDA_VISIBLE_DEVICES`` pinned to that GPU; without a GPU, ``--jobs`` cells at
-once on the CPU, each with ``OMP_NUM_THREADS``/``MKL_NUM_THREADS`` set to its share of the cores (unless the user
-set them). Each worker runs in its own session (process group) and, on Linux, is killed by the kernel if the
+On GPUs, :class:`harness.scheduler.Planner` places the cells: longest first, one per GPU at a time, or up to
+``[suite] max_cells_per_gpu`` on one GPU while their memory estimates fit; every worker has ``CUDA_VISIBLE_DEVICES``
+pinned to its one GPU (cells sharing a GPU all see that GPU). Without a GPU, ``--jobs`` cells at once on the CPU
+(longest first when earlier records tell durations, else in plan order), each with
+``OMP_NUM_THREADS``/``MKL_NUM_THREADS`` set to its share of the cores (unless the user set them). Each worker runs in its own session (process group) and, on Linux, is killed by the kernel if the
 harness itself dies, so a ``SIGKILL``-ed harness leaves no worker behind.
 """
 
@@ -13,7 +15,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections import deque
 from collections.abc import Callable, Iterable
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from harness.components import Executor
 from harness.devices import Device, cpu_device
 from harness.hookspecs import hookimpl
 from harness.runner import describe_exit
+from harness.scheduler import Demand, Planner
 
 if TYPE_CHECKING:  # pragma: no cover
     from harness.plan import Cell
@@ -110,7 +112,10 @@ class LocalExecutor(Executor):
     """Runs each cell in its own process on this machine."""
 
     name = "local"
-    description = "each cell in its own process here: one per GPU at a time, or --jobs at once on the CPU"
+    description = (
+        "each cell in its own process here: one per GPU at a time (more with max_cells_per_gpu where memory "
+        "allows), or --jobs at once on the CPU"
+    )
     #: Seconds between SIGTERM and SIGKILL for a cell past its timeout.
     kill_grace_s: float = 10.0
     #: Seconds workers get to exit after SIGTERM when the harness is interrupted.
@@ -118,29 +123,48 @@ class LocalExecutor(Executor):
     poll_s: float = 0.1
 
     def slots(self, run: SuiteRun) -> list[Device]:
-        """One slot per GPU; with no GPU, ``run.jobs`` CPU slots."""
+        """The devices cells are placed on: every GPU; with no GPU, ``run.jobs`` CPU slots."""
         gpus = [d for d in run.devices if d.kind == "cuda"]
         if gpus:
             return gpus
         cpu = next((d for d in run.devices if d.kind == "cpu"), None) or cpu_device()
         return [cpu] * max(1, run.jobs)
 
+    def planner(self, run: SuiteRun, slots: list[Device]) -> Planner:
+        """The placement of ``run.cells`` (keys: their positions) on ``slots``: on GPUs by memory estimate with
+        ``run.max_cells_per_gpu``; on CPU slots one cell each, by expected duration alone."""
+        if slots[0].kind == "cuda":
+            demands = [(i, run.demand(cell)) for i, cell in enumerate(run.cells)]
+            return Planner(demands, [d.memory_bytes for d in slots], run.max_cells_per_gpu)
+        demands = [(i, Demand(duration_s=run.demand(cell).duration_s)) for i, cell in enumerate(run.cells)]
+        return Planner(demands, [None] * len(slots))
+
     def execute(self, run: SuiteRun) -> None:
         slots = self.slots(run)
-        pending = deque(run.cells)
+        planner = self.planner(run, slots)
         active: dict[int, _Child] = {}
         preexec = _die_with_parent()
         try:
-            while pending or active:
+            replan = True
+            while planner.pending or active:
                 changed = False
-                for slot, device in enumerate(slots):
-                    while slot not in active and pending:
-                        child = self._start(run, pending.popleft(), device, preexec, active, slot)
-                        changed = changed or child is not None
-                for slot, child in list(active.items()):
-                    if self._check(run, child):
-                        del active[slot]
+                while replan:  # a placed cell that did not start frees its place: place again
+                    replan = False
+                    for index, slot in planner.place():
+                        child = self._start(run, run.cells[index], slots[slot], preexec)
+                        if child is None:
+                            planner.release(index)
+                            replan = True
+                        else:
+                            active[index] = child
                         changed = True
+                if planner.pending and not active:  # pragma: no cover - idle GPUs always take the first pending cell
+                    raise RuntimeError(f"the planner placed none of {len(planner.pending)} cells on idle devices")
+                for index, child in list(active.items()):
+                    if self._check(run, child):
+                        del active[index]
+                        planner.release(index)
+                        changed = replan = True
                 run.tick()
                 if not changed:
                     time.sleep(self.poll_s)
@@ -154,8 +178,6 @@ class LocalExecutor(Executor):
         cell: Cell,
         device: Device,
         preexec: Callable[[], None] | None,
-        active: dict[int, _Child],
-        slot: int,
     ) -> _Child | None:
         claim = run.claim(cell)
         if claim is None:
@@ -181,9 +203,7 @@ class LocalExecutor(Executor):
             claim.close()
             raise
         timeout = run.timeout_for(cell)
-        child = _Child(cell, proc, claim, timeout, time.monotonic() + timeout if timeout else None)
-        active[slot] = child
-        return child
+        return _Child(cell, proc, claim, timeout, time.monotonic() + timeout if timeout else None)
 
     def _check(self, run: SuiteRun, child: _Child) -> bool:
         """Enforce the timeout; when the worker has ended, record it and release the cell. True when it ended."""

@@ -299,6 +299,13 @@ def other_record_keys() -> dict[str, list[str]]:
         store = ResultStore(Path(tmp))
         store.write_plan([cell], "suite.toml", "0" * 64)
         plan = json.loads((Path(tmp) / "plan.json").read_text(encoding="utf-8"))
+        from harness.devices import cpu_device
+        from harness.runner import SuiteRun
+        from harness.scheduler import Interval
+
+        run = SuiteRun(cells=[], store=store, devices=[cpu_device()], suite_path=Path("s.toml"), suite_sha256="0" * 64)
+        run.intervals.append(Interval("c", "cpu", 0.0, 1.0, "ok"))
+        makespan = run.makespan()
     report = json.loads(JsonReporter().render(build_report(Rows([]))))
     group = Group(model="m", task="t", strategy="s", metric=None, quality=None)
     table = Table(page_dim="model", page="m", rows_dim="task", cols_dim="strategy", row_values=(), col_values=(),
@@ -313,6 +320,9 @@ def other_record_keys() -> dict[str, list[str]]:
         "report-describe": [f.name for f in dataclasses.fields(Describe)],
         "report-table": list(table.to_json()),
         "report-comparison": list(comparison.to_json()),
+        "makespan": list(makespan),
+        "makespan-device": list(makespan["devices"][0]),
+        "makespan-interval": list(makespan["intervals"][0]),
     }
 
 
