@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -82,11 +83,17 @@ def validate(suite: Path) -> None:
 @click.option("--rerun", is_flag=True, help="Run every cell again, even those already done.")
 @click.option("--dry-run", is_flag=True, help="Print the plan (to run, done, skipped and why) and exit; loads no model.")
 @click.option("--save-artifacts", is_flag=True, help="Save each cell's trained weights beside its record.")
-def run(suite: Path, **options: Any) -> None:
+@click.option("--address", metavar="auto|HOST:PORT",
+              help="Ray cluster the ray executor connects to (sets RAY_ADDRESS). Default: a local Ray instance.")
+def run(suite: Path, address: str | None, **options: Any) -> None:
     """Run every task × strategy × model × seed cell of SUITE, each in its own process."""
     from .runner import RunOptions, run_suite
 
-    sys.exit(run_suite(suite, RunOptions(**options)))
+    if address is not None:
+        if not address.strip():
+            raise click.BadParameter("expected auto or HOST:PORT", param_hint="--address")
+        os.environ["RAY_ADDRESS"] = address.strip()  # Ray's own variable, read by the ray executor
+    sys.exit(run_suite(suite, RunOptions(address=address, **options)))
 
 
 DIMENSIONS = ("task", "strategy", "model")

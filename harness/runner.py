@@ -53,6 +53,9 @@ class RunOptions:
     rerun: bool = False
     dry_run: bool = False
     save_artifacts: bool = False
+    #: ``--address``: the Ray cluster of the ``ray`` executor (the CLI exports it as ``RAY_ADDRESS``, which the
+    #: executor reads); ``None``: a local Ray instance.
+    address: str | None = None
 
 
 def default_worker_argv(spec_path: Path) -> list[str]:
@@ -299,8 +302,11 @@ class SuiteRun:
         ]
         gpus = [d for d in self.devices if d.kind == "cuda"]
         devices = gpus or [next((d for d in self.devices if d.kind == "cpu"), None) or cpu_device()]
+        used = {i.device for i in intervals}
+        if used and not used & {d.label for d in devices}:  # an executor elsewhere (Ray nodes): its devices only
+            devices = []
         report = makespan_report(intervals, [d.label for d in devices], end - self.clock_start,
-                                 lanes=None if gpus else max(1, self.jobs))
+                                 lanes=None if gpus and devices else max(1, self.jobs))
         described = {d.label: {"name": d.name, "memory_bytes": d.memory_bytes} for d in devices}
         for entry in report["devices"]:
             entry.update(described.get(entry["device"], {}))
