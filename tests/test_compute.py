@@ -30,8 +30,8 @@ def test_matmul_parameters_of_a_tiny_bert_by_hand():
 
     h, i, layers, labels = 32, 64, 2, 3
     config = BertConfig(vocab_size=100, hidden_size=h, num_hidden_layers=layers, num_attention_heads=2,
-                        intermediate_size=i, max_position_embeddings=64)
-    model = BertForSequenceClassification(config.__class__(**{**config.to_dict(), "num_labels": labels}))
+                        intermediate_size=i, max_position_embeddings=64, num_labels=labels)
+    model = BertForSequenceClassification(config)
     # per layer: Q, K, V, attention output (h×h each), intermediate (h×i), output (i×h); then pooler h×h, head h×3
     expected = layers * (4 * h * h + 2 * h * i) + h * h + h * labels
     n, trainable = compute.matmul_parameters(model)
