@@ -23,6 +23,7 @@ Every metric is taken to be better when higher (all built-in task metrics are).
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -41,7 +42,9 @@ MIB = 2**20
 
 
 def number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    """A finite number as a float; ``None`` for anything else (booleans, text, NaN and infinities: a diverged run's
+    NaN metric is no value to average or rank)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         return None
     return float(value)
 

@@ -110,12 +110,16 @@ class ItemStats:
     corpus-level score. ``vectorized``, when given, maps sums of shape ``(R, k)`` to scores of shape ``(R,)`` and
     must agree with ``metric`` row by row; it only makes :func:`paired_randomization` faster.
     Examples: accuracy ``[correct, 1] -> s[0] / s[1]``; entity F1 ``[tp, n_pred, n_gold] -> 2 tp / (pred + gold)``.
+    ``columns`` names the statistics when their set depends on the cell (macro-F1's per-label counts: a label only
+    one cell predicted has columns only there); :func:`align` then lines two cells' columns up by name, a column a
+    cell lacks being zeros, which the metric must treat as that label's absence.
     """
 
     ids: tuple[str, ...]
     values: np.ndarray
     metric: Callable[[np.ndarray], float]
     vectorized: Callable[[np.ndarray], np.ndarray] | None = None
+    columns: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         ids = tuple(str(i) for i in self.ids)
@@ -127,6 +131,8 @@ class ItemStats:
         if len(set(ids)) != len(ids):
             repeated = sorted(i for i, count in Counter(ids).items() if count > 1)
             raise ValueError(f"item ids must be unique; repeated: {repeated[:5]}")
+        if self.columns is not None and len(self.columns) != values.shape[1]:
+            raise ValueError(f"{len(self.columns)} column names for {values.shape[1]} columns")
         values.flags.writeable = False
         object.__setattr__(self, "ids", ids)
         object.__setattr__(self, "values", values)
@@ -158,18 +164,37 @@ class ItemStats:
 
     def concat(self, others: Sequence[ItemStats]) -> ItemStats:
         """These items followed by ``others``' (ids must stay unique); keeps this object's metric."""
-        parts = [self, *others]
+        parts = align([self, *others])
         for p in parts:
-            if p.k != self.k:
-                raise ValueError(f"cannot concatenate statistics with k={p.k} and k={self.k}")
+            if p.k != parts[0].k:
+                raise ValueError(f"cannot concatenate statistics with k={p.k} and k={parts[0].k}")
         ids = tuple(i for p in parts for i in p.ids)
-        return ItemStats(ids, np.concatenate([p.values for p in parts], axis=0), self.metric, self.vectorized)
+        values = np.concatenate([p.values for p in parts], axis=0)
+        return ItemStats(ids, values, self.metric, self.vectorized, parts[0].columns)
 
     def select(self, ids: Sequence[str]) -> ItemStats:
         """The items ``ids``, in that order (each must exist)."""
         index = {i: n for n, i in enumerate(self.ids)}
         rows = [index[i] for i in ids]
-        return ItemStats(tuple(ids), self.values[rows], self.metric, self.vectorized)
+        return ItemStats(tuple(ids), self.values[rows], self.metric, self.vectorized, self.columns)
+
+
+def align(stats: Sequence[ItemStats]) -> list[ItemStats]:
+    """``stats`` with their named columns lined up: every one gets the union of the names (in first-seen order),
+    zeros where it lacks one. Unnamed or already equal columns are returned as they are."""
+    named = [s.columns for s in stats]
+    if any(c is None for c in named) or len(set(named)) <= 1:
+        return list(stats)
+    union = tuple(dict.fromkeys(name for columns in named for name in columns or ()))
+    out = []
+    for s in stats:
+        position = {name: n for n, name in enumerate(s.columns or ())}
+        values = np.zeros((len(s), len(union)))
+        for target, name in enumerate(union):
+            if name in position:
+                values[:, target] = s.values[:, position[name]]
+        out.append(ItemStats(s.ids, values, s.metric, s.vectorized, union))
+    return out
 
 
 def pool(stats: Sequence[ItemStats], prefixes: Sequence[object]) -> ItemStats:
@@ -182,7 +207,7 @@ def pool(stats: Sequence[ItemStats], prefixes: Sequence[object]) -> ItemStats:
         raise ValueError(f"{len(stats)} ItemStats but {len(prefixes)} prefixes")
     if not stats:
         raise ValueError("pool needs at least one ItemStats")
-    parts = [ItemStats(tuple(f"{p}:{i}" for i in s.ids), s.values, s.metric, s.vectorized)
+    parts = [ItemStats(tuple(f"{p}:{i}" for i in s.ids), s.values, s.metric, s.vectorized, s.columns)
              for s, p in zip(stats, prefixes, strict=True)]
     return parts[0].concat(parts[1:])
 
@@ -222,6 +247,7 @@ def paired_randomization(a: ItemStats, b: ItemStats, resamples: int = DEFAULT_RE
     method = RANDOMIZATION_METHOD.format(resamples=resamples)
     if resamples < 1:
         raise ValueError(f"resamples must be at least 1, got {resamples}")
+    a, b = align([a, b])
     if a.k != b.k:
         raise ValueError(f"a has k={a.k} statistics per item but b has k={b.k}")
     b_ids = set(b.ids)
@@ -270,12 +296,14 @@ def welch(a: Sequence[float], b: Sequence[float]) -> TestResult:
     delta = float(x.mean() - y.mean()) if x.size and y.size else None
     if x.size < 2 or y.size < 2:
         return TestResult(WELCH_METHOD, None, delta, n, note="needs at least 2 seeds per side")
-    if x.var() == 0.0 and y.var() == 0.0:
-        if delta == 0.0:
+    # constant sides by equality, not by var() == 0: equal values can carry rounding in their variance
+    x_constant, y_constant = bool(np.all(x == x[0])), bool(np.all(y == y[0]))
+    if x_constant and y_constant:
+        if x[0] == y[0]:
             return TestResult(WELCH_METHOD, 1.0, delta, n, note="no variance across seeds; equal means")
         return TestResult(WELCH_METHOD, None, delta, n, note="no variance across seeds")
     with warnings.catch_warnings():
-        if x.var() == 0.0 or y.var() == 0.0:  # one constant side is exact; scipy still warns of precision loss
+        if x_constant or y_constant:  # one constant side is exact; scipy still warns of precision loss
             warnings.simplefilter("ignore", RuntimeWarning)
         p = float(_sps.ttest_ind(x, y, equal_var=False).pvalue)
     if not math.isfinite(p):

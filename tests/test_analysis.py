@@ -581,3 +581,18 @@ def test_json_report_is_plain_json_with_numbers(results):
     assert np.isclose(group["cost"]["peak_memory_mib"]["mean"], 200.0)
     csv_text = CsvReporter().render(build_report(load_rows(results), options()))
     assert csv_text.splitlines()[0] == "model,task,strategy,seed,status,metric,statistic,value"
+
+
+def test_a_nan_metric_is_no_value_and_never_the_best():
+    from harness.analysis import build_tables, group_rows, rows_by_group
+
+    rows = [
+        {"key": f"{s}{seed}", "model": "m", "task": "t", "strategy": s, "seed": seed, "status": "ok",
+         "primary_metric": "mse", "metrics": {"mse": v}}
+        for s, values in {"a": [float("nan"), float("nan")], "b": [0.5, 0.6], "c": [0.4, 0.45]}.items()
+        for seed, v in enumerate(values)
+    ]
+    groups = group_rows(rows)
+    assert next(g for g in groups if g.strategy == "a").quality is None
+    [table] = build_tables(groups, rows_by_group(rows))
+    assert table.best == frozenset({("t", "b")})

@@ -222,3 +222,30 @@ def test_holm_by_hand() -> None:
 def test_no_torch_import() -> None:
     code = "import sys, harness.stats; assert 'torch' not in sys.modules and 'transformers' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_welch_sees_constant_seeds_whose_variance_has_rounding():
+    from harness.stats import welch
+
+    # 0.7 three times has a float variance of ~1e-33, not 0: without the equality check scipy returned p ~ 1e-32
+    assert welch([0.7] * 3, [0.3] * 3).p_value is None
+    assert welch([0.1] * 3, [0.2] * 3).note == "no variance across seeds"
+    assert welch([0.1] * 3, [0.1] * 3).p_value == 1.0
+
+
+def test_named_columns_are_aligned_before_pairing():
+    """Macro-F1 counts of two cells that each saw a label the other did not: lined up by label, not by position."""
+    from harness_plugins.classification.scores import item_statistics
+
+    refs = ["a", "b", "a", "b"]
+    one = [{"id": str(i), "reference": r, "prediction": p} for i, (r, p) in enumerate(zip(refs, "abcb", strict=True))]
+    two = [{"id": str(i), "reference": r, "prediction": p} for i, (r, p) in enumerate(zip(refs, "abad", strict=True))]
+    a, b = item_statistics(one, "macro_f1", {}), item_statistics(two, "macro_f1", {})
+    assert a.k == b.k == 9 and a.columns != b.columns  # {a, b, c} vs {a, b, d}: same width, different labels
+    from harness.stats import align, paired_randomization, pool
+
+    x, y = align([a, b])
+    assert x.columns == y.columns and x.k == 12
+    assert x.score() == pytest.approx(a.score()) and y.score() == pytest.approx(b.score())  # zeros change nothing
+    assert paired_randomization(a, b, resamples=200).p_value is not None
+    assert pool([a, b], [0, 1]).k == 12
