@@ -85,7 +85,8 @@ def item_statistics(rows: Sequence[Mapping[str, Any]], metric: str, options: Map
     for row in rows:
         if isinstance(row.get("scores"), Mapping):
             known |= set(row["scores"])
-    column = {label: 3 * i for i, label in enumerate(sorted(known))}
+    labels = sorted(known)
+    column = {label: 3 * i for i, label in enumerate(labels)}
     values = np.zeros((len(rows), 3 * len(column)))
     for i, (p, r) in enumerate(zip(predictions, references, strict=True)):
         if p == r:
@@ -94,4 +95,5 @@ def item_statistics(rows: Sequence[Mapping[str, Any]], metric: str, options: Map
             values[i, column[r] + 2] += 1  # fn of the reference's label
             if p is not None:
                 values[i, column[p] + 1] += 1  # fp of the predicted label
-    return ItemStats(ids=ids, values=values, metric=macro_f1, vectorized=macro_f1_rows)
+    names = tuple(f"{label}:{count}" for label in labels for count in ("tp", "fp", "fn"))
+    return ItemStats(ids=ids, values=values, metric=macro_f1, vectorized=macro_f1_rows, columns=names)
