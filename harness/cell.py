@@ -112,8 +112,7 @@ def _note_training_compute(
     if device.startswith("cuda"):
         import torch
 
-        dtype = next((str(p.dtype) for p in model.parameters() if p.requires_grad), "torch.float32")
-        peak = compute.peak_flops(torch.cuda.get_device_name(), dtype)
+        peak = compute.peak_flops(torch.cuda.get_device_name(), compute.matmul_dtype(model))
     state.compute.update(train_flops=flops, peak_flops=peak, mfu=compute.mfu(flops, train_s, peak))
     if energy is not None:
         state.compute["train_energy_j"] = energy.stop()

@@ -88,6 +88,19 @@ def matmul_parameters(model: Any) -> tuple[int, int]:
     return total, trainable
 
 
+def matmul_dtype(model: Any) -> str:
+    """The dtype holding most of the model's matmul weights (``str`` of a torch dtype): what its multiplications run
+    in, whatever the adapters' own dtype (peft keeps adapters of a bf16 model in float32)."""
+    import torch
+
+    counts: dict[str, int] = {}
+    for module in model.modules():
+        weight = getattr(module, "weight", None)
+        if weight is not None and (isinstance(module, torch.nn.Linear) or type(module).__name__ == "Conv1D"):
+            counts[str(weight.dtype)] = counts.get(str(weight.dtype), 0) + weight.numel()
+    return max(counts, key=counts.__getitem__) if counts else "torch.float32"
+
+
 def training_flops(n: int, n_trainable: int, tokens: int) -> float:
     """``(4·N + 2·N_trainable) · T``: see the module's rule."""
     return float(4 * n + 2 * n_trainable) * tokens

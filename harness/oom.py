@@ -63,6 +63,8 @@ def free_memory(device: str) -> None:
         import torch
 
         torch.cuda.empty_cache()
+        # the cell's peak is that of what ran: from the back-off on, not the failed attempt's near-capacity peak
+        torch.cuda.reset_peak_memory_stats()
 
 
 def evaluate_with_backoff(

@@ -141,3 +141,10 @@ def test_energy_and_mfu_are_wired_into_the_cell_state(monkeypatch):
     cell._note_training_compute(state, model=None, device="cpu", n=100, n_trainable=10, tokens=7, train_s=2.0,
                                 energy=meter)
     assert state.compute == {"train_flops": (400 + 20) * 7.0, "peak_flops": None, "mfu": None, "train_energy_j": 12.5}
+
+
+def test_the_matmul_dtype_is_the_frozen_weights_not_the_adapters():
+    torch = pytest.importorskip("torch")
+    model = torch.nn.Sequential(torch.nn.Linear(64, 64).to(torch.bfloat16), torch.nn.Linear(64, 2))  # fp32 "adapter"
+    assert compute.matmul_dtype(model) == "torch.bfloat16"
+    assert compute.peak_flops("NVIDIA H100 80GB HBM3", compute.matmul_dtype(model)) == pytest.approx(989.4e12)
