@@ -5,7 +5,7 @@ every pair with values on both sides: the means, Δ = B − A, and a test of the
 randomisation over the (seed, test item) units both ran when the task gives per-item statistics (the same test
 items on both sides), else Welch's t-test over the seeds — with Holm's correction across all pairs. Cost figures
 are compared as ratios B / A (train time, throughput, peak memory). Cells present on one side only, and cells whose
-resolved configuration differs (other than paths), are listed, as are the environment fields that differ.
+resolved configuration differs (other than absolute paths), are listed, as are the environment fields that differ.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import textwrap
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -86,8 +87,8 @@ def _config_differences(rows_a: Sequence[Row], rows_b: Sequence[Row]) -> tuple[s
     a = _flatten(rows_a[0].get("config") or {})
     b = _flatten(rows_b[0].get("config") or {})
 
-    def comparable(key: str, value: Any) -> bool:
-        return key != "seed" and not (isinstance(value, str) and ("/" in value or "\\" in value))
+    def comparable(key: str, value: Any) -> bool:  # absolute paths differ between machines; hub ids are relative
+        return key != "seed" and not (isinstance(value, str) and (os.path.isabs(value) or value.startswith("~")))
 
     keys = sorted(k for k in set(a) | set(b) if comparable(k, a.get(k)) and comparable(k, b.get(k)))
     return tuple(k for k in keys if a.get(k) != b.get(k))

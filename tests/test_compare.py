@@ -168,3 +168,9 @@ def test_predictions_that_do_not_reproduce_the_record_are_not_used(tmp_path, mon
     pair = json.loads(out)["pairs"][0]
     assert pair["method"].startswith("Welch")
     assert "saved predictions give accuracy 0.3, the record says 0.9" in pair["note"]
+
+
+def test_a_changed_hub_model_id_is_a_configuration_difference():
+    a = [{"config": {"model": {"options": {"id": "prajjwal1/bert-tiny", "path": "/home/a/data.csv"}}, "seed": 0}}]
+    b = [{"config": {"model": {"options": {"id": "prajjwal1/bert-mini", "path": "/home/b/data.csv"}}, "seed": 1}}]
+    assert comparing._config_differences(a, b) == ("model.options.id",)  # absolute paths differ between machines
