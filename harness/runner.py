@@ -142,6 +142,9 @@ class SuiteRun:
     progress: Progress = field(default_factory=lambda: Progress(0))
     #: Cells a GPU may run at once (``[suite] max_cells_per_gpu``).
     max_cells_per_gpu: int = 1
+    #: The makespan report's ``G`` when the executor knows it (a cluster's concurrent cells); else the GPUs, or
+    #: ``--jobs`` on the CPU.
+    lanes: int | None = None
     #: Expected GPU memory and duration per cell key (:func:`harness.scheduler.estimate_demands`).
     demands: dict[str, Demand] = field(default_factory=dict)
     #: ``time.monotonic()`` when the cells began (the makespan report's zero).
@@ -262,10 +265,12 @@ class SuiteRun:
             timing=Timing(total_s=total_s),
         )
 
-    def finished(self, cell: Cell, error: str | None = None) -> Record:
+    def finished(self, cell: Cell, error: str | None = None, ran: tuple[str, float, float] | None = None) -> Record:
         """The cell's worker ended. Use the record it wrote for this attempt; otherwise write a failed one whose
         error is ``error`` (how the process ended, see :func:`describe_exit`) plus the log's last line. Updates the
-        display and the counts, and returns the record."""
+        display and the counts, and returns the record. ``ran``: (lane, wall-clock start, wall-clock end) when the
+        executor knows better than the claim-to-finish span where and when the worker ran (a cluster's node and GPU,
+        after time queued); the makespan report uses it."""
         state = self._attempts.pop(cell.key)
         ended = time.monotonic()
         record = self.store.load(cell)
@@ -285,10 +290,11 @@ class SuiteRun:
             )
             self.store.write(cell, record)
         self.records.append(record)
-        self.intervals.append(
-            Interval(cell.cell_id, state.device.label, state.started - self.clock_start, ended - self.clock_start,
-                     record.status)
-        )
+        lane, start, end = state.device.label, state.started - self.clock_start, ended - self.clock_start
+        if ran is not None:  # wall-clock times of the executor's report, on this run's monotonic scale
+            shift = (time.monotonic() - self.clock_start) - time.time()
+            lane, start, end = ran[0], ran[1] + shift, ran[2] + shift
+        self.intervals.append(Interval(cell.cell_id, lane, start, end, record.status))
         self.progress.cell_finished(record)
         return record
 
@@ -306,7 +312,7 @@ class SuiteRun:
         if used and not used & {d.label for d in devices}:  # an executor elsewhere (Ray nodes): its devices only
             devices = []
         report = makespan_report(intervals, [d.label for d in devices], end - self.clock_start,
-                                 lanes=None if gpus and devices else max(1, self.jobs))
+                                 lanes=self.lanes or (None if gpus and devices else max(1, self.jobs)))
         described = {d.label: {"name": d.name, "memory_bytes": d.memory_bytes} for d in devices}
         for entry in report["devices"]:
             entry.update(described.get(entry["device"], {}))

@@ -197,6 +197,7 @@ class RayExecutor(Executor):
             while pending or active:
                 if time.monotonic() - window_at >= self.capacity_every_s:
                     window, window_at = max(1, capacity(ray.nodes(), cpus, gpus)), time.monotonic()
+                    run.lanes = max(run.lanes or 0, window)  # the makespan report's G: cells the cluster runs at once
                 while pending and len(active) < window:
                     flight = self._submit(run, pending.popleft(), device, task, int(cpus) if not gpus else None)
                     if flight is not None:
@@ -244,7 +245,10 @@ class RayExecutor(Executor):
                     _bring_back(flight.spec_path.parent, outcome)
                 except OSError as exc:
                     error = f"the files node {outcome.node} sent back could not be written: {exc}"
-            run.finished(flight.cell, error if outcome.shared else f"{error} (on node {outcome.node})")
+            ran = None
+            if outcome.lane and outcome.started_wall is not None and outcome.ended_wall is not None:
+                ran = (outcome.lane, outcome.started_wall, outcome.ended_wall)
+            run.finished(flight.cell, error if outcome.shared else f"{error} (on node {outcome.node})", ran=ran)
         finally:
             flight.claim.close()
 

@@ -83,6 +83,11 @@ class CellOutcome:
     files: dict[str, bytes] = field(default_factory=dict)
     log: bytes = b""
     left_on_node: str | None = None
+    #: Where and when the worker ran, for the makespan report: ``node:cuda:N`` (Ray's GPU ids) or ``node:cpu``,
+    #: and wall-clock start and end (``time.time()``).
+    lane: str | None = None
+    started_wall: float | None = None
+    ended_wall: float | None = None
 
 
 # -- the Ray task (runs on the node; a plain function, so it is testable without Ray) -------------------------------
@@ -100,6 +105,8 @@ def run_cell_job(job: CellJob, poll_s: float = 0.1) -> CellOutcome:
         spec_path.write_text(json.dumps({**job.spec, "out_dir": str(out_dir)}), encoding="utf-8")
     argv = [sys.executable if a == job.driver_python else a.replace(job.spec_path, str(spec_path)) for a in job.argv]
     log_path = spec_path.parent / LOG
+    gpu_ids = os.environ.get("CUDA_VISIBLE_DEVICES", "") if job.gpu else ""
+    ran = {"lane": f"{node}:cuda:{gpu_ids}" if gpu_ids else f"{node}:cpu", "started_wall": time.time()}
     with open(log_path, "ab") as log:
         offset = log.tell()
         log.write(f"=== ray: task on node {node} (pid {os.getpid()}) ===\n".encode())
@@ -111,14 +118,16 @@ def run_cell_job(job: CellJob, poll_s: float = 0.1) -> CellOutcome:
                 preexec_fn=_die_with_parent(),
             )
         except OSError as exc:
-            return _outcome(node, scratch, log_path, offset, error=f"could not start the worker on node {node}: {exc}")
+            return _outcome(node, scratch, log_path, offset, error=f"could not start the worker on node {node}: {exc}",
+                            ended_wall=time.time(), **ran)
     try:
         returncode, timed_out = _wait(proc, job, poll_s)
     except BaseException:
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
         raise
-    return _outcome(node, scratch, log_path, offset, returncode=returncode, timed_out=timed_out)
+    return _outcome(node, scratch, log_path, offset, returncode=returncode, timed_out=timed_out,
+                    ended_wall=time.time(), **ran)
 
 
 def cell_env(job: CellJob, base: dict[str, str] | None = None) -> dict[str, str]:

@@ -476,3 +476,25 @@ def test_an_interrupted_run_reports_the_stopped_cells(tmp_path):
     report = run.makespan()
     assert [i["status"] for i in report["intervals"]] == ["stopped", "stopped"]
     assert {i["device"] for i in report["intervals"]} == {"cuda:0", "cuda:1"}
+
+
+
+def test_an_executor_may_say_where_and_when_a_cell_ran(tmp_path):
+    """A cluster executor passes (lane, wall start, wall end) to finished(): the makespan uses them and its lanes."""
+    import time as _time
+
+    from harness.devices import cpu_device
+
+    run = make_run(tmp_path, 2, [cpu_device()], max_cells_per_gpu=1, need_gib=None)
+    run.lanes = 2
+    now = _time.time()
+    for i, cell in enumerate(run.cells):
+        claim = run.claim(cell)
+        run.write_spec(cell, cpu_device())
+        run.finished(cell, "exit 1", ran=(f"node{i}:cuda:0", now - 3.0, now - 1.0))
+        claim.close()
+    report = run.makespan()
+    assert report["lanes"] == 2
+    assert sorted(d["device"] for d in report["devices"]) == ["node0:cuda:0", "node1:cuda:0"]  # not the local CPU
+    for interval in report["intervals"]:
+        assert interval["end_s"] - interval["start_s"] == pytest.approx(2.0, abs=0.01)
