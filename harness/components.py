@@ -28,10 +28,17 @@ FAMILIES = ("encoder", "decoder", "encoder-decoder")
 
 @dataclass(frozen=True)
 class CheckContext:
-    """What a component's :meth:`Component.check` may consult: the suite file's folder and whether we are offline."""
+    """What a component's :meth:`Component.check` may consult: the suite file's folder and whether we are offline;
+    and where it leaves warnings (:meth:`warn`): things that do not stop a run but make its numbers doubtful, such as
+    a label column with a single class. ``harness validate`` and ``harness run`` print them, placed in the file."""
 
     base_dir: Path
     offline: bool
+    warnings: list[Problem] = field(default_factory=list)
+
+    def warn(self, where: str, message: str) -> None:
+        """Record a warning about the suite key ``where`` (e.g. ``tasks.sentiment``)."""
+        self.warnings.append(Problem(where, message))
 
 
 class Component:

@@ -15,6 +15,9 @@ from .errors import HarnessError, Problem, ValidationError
 from .host import PluginHost
 from .suite import Declared, Suite
 
+#: Characters of :attr:`Cell.cell_id` kept in a cell's folder name.
+MAX_ID_IN_DIRNAME = 160
+
 
 @dataclass(frozen=True)
 class Cell:
@@ -74,7 +77,9 @@ class Cell:
 
     @property
     def dirname(self) -> str:
-        return f"{self.cell_id}--{self.key[:8]}"
+        """The cell's folder name: its id and key, the id cut to :data:`MAX_ID_IN_DIRNAME` characters so that the
+        name stays within filesystem limits (255 bytes) whatever the names in the suite; the key keeps it unique."""
+        return f"{self.cell_id[:MAX_ID_IN_DIRNAME]}--{self.key[:8]}"
 
     def to_json(self) -> dict[str, Any]:
         return {"suite": self.suite, "skip_reason": self.skip_reason, **self.config()}

@@ -7,6 +7,7 @@ are listed, with types and defaults, by ``harness plugins --json``.
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import os
 import re
@@ -81,6 +82,8 @@ class Suite:
     sha256: str
     families: Mapping[str, str] = field(default_factory=dict)
     max_cells_per_gpu: int = 1
+    #: What components warned about while checking (:meth:`CheckContext.warn`), each placed in the file.
+    warnings: tuple[str, ...] = ()
 
 
 def offline() -> bool:
@@ -148,6 +151,10 @@ def load_suite(path: str | Path, host: PluginHost) -> Suite:
         raise HarnessError(f"{path}: suite file not found") from None
     except OSError as exc:
         raise HarnessError(f"{path}: cannot read suite file: {exc.strerror}") from None
+    if raw.startswith(codecs.BOM_UTF8):
+        raise HarnessError(
+            f"{path}: starts with a UTF-8 byte-order mark (BOM), which TOML does not allow; save it as UTF-8 without BOM"
+        )
     try:
         text = raw.decode("utf-8")
         data = tomllib.loads(text)
@@ -159,9 +166,12 @@ def load_suite(path: str | Path, host: PluginHost) -> Suite:
     problems: list[Problem] = []
     ctx = CheckContext(base_dir=path.resolve().parent, offline=offline())
 
-    for key in data:
+    for key, value in data.items():
         if key not in TOP_LEVEL:
-            problems.append(Problem(key, f"unknown table{did_you_mean(key, TOP_LEVEL)}; expected {', '.join(TOP_LEVEL)}"))
+            what = "table" if isinstance(value, Mapping) else "key"
+            hint = f" ({key} belongs in [suite])" if key in {o.name for o in SUITE_OPTIONS} and what == "key" else ""
+            problems.append(Problem(key, f"unknown top-level {what}{did_you_mean(key, TOP_LEVEL)}{hint}; expected the "
+                                         f"tables {', '.join(TOP_LEVEL)}"))  # fmt: skip
 
     def table(key: str, value: Any) -> Mapping[str, Any]:
         if isinstance(value, Mapping):
@@ -174,6 +184,8 @@ def load_suite(path: str | Path, host: PluginHost) -> Suite:
     budget, found = _check_budget(table("budget", data.get("budget", {})), "budget", ctx, defaults=False)
     problems += found
 
+    if isinstance(suite_opts.get("name"), str):
+        problems += [Problem("suite.name", message) for message in _name_problems(suite_opts["name"])]
     if "executor" in data.get("suite", {}) and isinstance(suite_opts.get("executor"), str):
         reason = host.lookup_problem("executor", suite_opts["executor"])
         if reason:
@@ -227,6 +239,7 @@ def load_suite(path: str | Path, host: PluginHost) -> Suite:
     if problems:
         raise ValidationError([_place(path, locator, p) for p in problems])
     return Suite(
+        warnings=tuple(str(_place(path, locator, w)) for w in ctx.warnings),
         path=path,
         name=suite_opts["name"] or path.stem,
         description=suite_opts["description"],
@@ -242,6 +255,24 @@ def load_suite(path: str | Path, host: PluginHost) -> Suite:
         families=families,
         max_cells_per_gpu=suite_opts["max_cells_per_gpu"],
     )
+
+
+#: The longest name of the suite or of a declared model, task or strategy: names become folder and file names
+#: (``results/<suite>/``, cell folders, plots, TensorBoard runs) and table headers.
+MAX_NAME = 64
+
+
+def _name_problems(name: str) -> list[str]:
+    """What makes ``name`` unusable as the results folder's name: it must be one plain folder name."""
+    if not name.strip():
+        return ["expected a non-empty name"]
+    if any(sep in name for sep in "/\\") or name in {".", ".."} or name.startswith("."):
+        return [f"{name!r} is a path; expected a plain name (records go to results/<name>/): no / or \\, no leading ."]
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        return [f"{name!r} has control characters; expected a plain name"]
+    if len(name) > MAX_NAME:
+        return [f"{len(name)} characters long; at most {MAX_NAME} (it names the results folder)"]
+    return []
 
 
 def _check_budget(given: Mapping[str, Any], where: str, ctx: CheckContext, defaults: bool) -> tuple[dict[str, Any], list[Problem]]:
@@ -268,6 +299,10 @@ def _declare(
     declared = []
     for name, body in value.items():
         where = f"{section}.{name}"
+        if len(name) > MAX_NAME:
+            problems.append(Problem(where, f"the name is {len(name)} characters long; at most {MAX_NAME} (names become "
+                                           "folder and file names and table headers)"))  # fmt: skip
+            continue
         if not isinstance(body, Mapping):
             problems.append(Problem(where, f"expected a table, got {type(body).__name__} {body!r}"))
             continue

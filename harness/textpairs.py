@@ -36,12 +36,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .components import CheckContext
+from .datacheck import check_by_reading
 from .datafiles import (
     SPLITS,
     SplitAccess,
     carve_and_cap,
     count_lines,
+    data_file,
     fraction_problems,
+    head_text,
+    json_error,
     jsonl_records,
     read_text,
     split_lines,
@@ -149,7 +154,7 @@ def read_po(path: Path, split: str) -> list[TextPair]:
     import polib
 
     try:
-        catalogue = polib.pofile(str(path))
+        catalogue = polib.pofile(str(data_file(path)))
     except (OSError, ValueError, UnicodeDecodeError) as exc:
         raise HarnessError(f"{path}: not a readable gettext catalogue ({exc})") from None
     return [
@@ -312,23 +317,33 @@ def load_pairs(
 # -- validate-time checks ----------------------------------------------------------------------------------------
 def _first_record(path: Path, fmt: str, encoding: str) -> Mapping[str, Any] | str:
     """The first record of a JSONL file or the header of a CSV/TSV file (as empty-valued columns), else a message."""
-    with path.open("rb") as handle:
-        first = b""
-        for first in handle:
-            if first.strip():
-                break
     try:
-        line = read_text(path, encoding, first).rstrip("\r\n")
+        head, _ = head_text(path, encoding)
     except HarnessError as exc:
         return str(exc)
+    line = next(line for line in split_lines(head) if line.strip())
     if fmt == "jsonl":
         try:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
-            return f"{path}:1: not valid JSON ({exc.msg})"
+            return f"{path}:1: not valid JSON ({json_error(exc)})"
         return record if isinstance(record, dict) else f"{path}:1: expected a JSON object per line"
     header = line.split("\t") if fmt == "tsv" else next(csv.reader([line]), [])
     return {name: "" for name in header}
+
+
+def read_problems(reader: str, options: Mapping[str, Any], columns: Columns, where: str, ctx: CheckContext) -> list[Problem]:
+    """The first problem :func:`load_pairs` meets reading every local file of the options (none for a hub dataset),
+    remembered per file identity (:func:`harness.datacheck.check_by_reading`); ``reader`` names the task."""
+    if options.get("dataset"):
+        return []
+    files = [options[key] for split in SPLITS for key in (split, f"{split}_target") if options.get(key)]
+
+    def read() -> tuple[str, ...]:
+        load_pairs(options, columns)
+        return ()  # text pairs have nothing to warn about yet
+
+    return check_by_reading(reader, options, files, read, where, ctx)
 
 
 def check_pairs(options: Mapping[str, Any], columns: Columns, where: str, offline: bool) -> list[Problem]:
@@ -364,7 +379,13 @@ def check_pairs(options: Mapping[str, Any], columns: Columns, where: str, offlin
         if fmt == "parallel":
             if not target:
                 add(f"{split}_target", f"required with format parallel ({split})")
-            elif (n := count_lines(path)) != (m := count_lines(target)):
+                continue
+            try:
+                n, m = (count_lines(p, options["encoding"]) for p in (path, target))
+            except HarnessError as exc:
+                add(split, str(exc))
+                continue
+            if n != m:
                 add(f"{split}_target", f"parallel files differ in length: {path} has {n} lines but {target} has {m}")
             continue
         if target:

@@ -148,7 +148,7 @@ def test_wrong_types_choices_and_missing_required(tmp_path, toy_host):
 def test_unknown_top_level_table_and_empty_sections(tmp_path, toy_host):
     found = problems(tmp_path, toy_host, "[suit]\nname = 'x'\n")
     text = "\n".join(found)
-    assert "suit: unknown table (did you mean 'suite'?)" in text
+    assert "suit: unknown top-level table (did you mean 'suite'?)" in text
     assert "models: the suite declares no models" in text
     assert "tasks: the suite declares no tasks" in text
 

@@ -23,12 +23,14 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from harness.components import CellContext, CheckContext, Task
+from harness.datacheck import check_by_reading, note_data_warnings
+from harness.datahub import uses_hub
 from harness.errors import HarnessError, Problem
 from harness.hookspecs import hookimpl
 from harness.options import Option, did_you_mean
 from harness.prompts import CLASSIFICATION, CLASSIFICATION_PAIRS, TaskPrompts, template_fields, text2text_options
 
-from .data import FORMATS, check_files, load_splits, read_label_map
+from .data import DATA_FILE_KEYS, FORMATS, check_files, load_splits, read_label_map
 
 if TYPE_CHECKING:  # pragma: no cover
     from harness.components import TaskRun
@@ -203,6 +205,11 @@ class ClassificationTask(Task):
                 )
         if options.get("verbalizer") is not None:
             problems += verbalizer_problems(options["verbalizer"], _known_labels(options), f"{where}.verbalizer")
+        if not problems and not uses_hub(options):
+            files = [options[key] for key in DATA_FILE_KEYS if options.get(key)]
+            problems += check_by_reading(
+                self.name, options, files, lambda: load_splits(options).warnings, where, ctx
+            )
         return problems
 
     def setup(self, options: Mapping[str, Any], ctx: CellContext) -> TaskRun:
@@ -212,14 +219,16 @@ class ClassificationTask(Task):
         if family != "encoder":
             from .text2text import TextClassificationRun
 
-            return TextClassificationRun(
+            run: TaskRun = TextClassificationRun(
                 splits, options, family=family, max_length=budget.max_length, progress=ctx.progress
             )
-        from .run import ClassificationRun
+        else:
+            from .run import ClassificationRun
 
-        return ClassificationRun(
-            splits, primary_metric=options["primary_metric"], max_length=budget.max_length, progress=ctx.progress
-        )
+            run = ClassificationRun(
+                splits, primary_metric=options["primary_metric"], max_length=budget.max_length, progress=ctx.progress
+            )
+        return note_data_warnings(run, splits.warnings)
 
     def item_statistics(
         self, predictions: Sequence[Mapping[str, Any]], metric: str, options: Mapping[str, Any]

@@ -24,6 +24,8 @@ from harness.datafiles import (
     carve_and_cap,
     count_lines,
     fraction_problems,
+    head_text,
+    json_error,
     jsonl_records,
     read_text,
     split_lines,
@@ -32,6 +34,8 @@ from harness.datahub import check_hub, source_problem, uses_hub
 from harness.errors import HarnessError, Problem
 
 FORMATS = ("auto", "csv", "tsv", "jsonl", "text-files", "hub")
+#: The options that name data files, all read by :func:`load_splits`.
+DATA_FILE_KEYS = (*SPLITS, *(f"{split}_labels" for split in SPLITS), "label_map")
 _EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".txt": "text-files"}
 
 
@@ -47,12 +51,14 @@ class Example:
 
 @dataclass(frozen=True)
 class Splits(SplitAccess[Example]):
-    """The loaded splits and the label set, in label-id order."""
+    """The loaded splits, the label set in label-id order, and what makes their scores doubtful
+    (:func:`label_warnings`)."""
 
     train: tuple[Example, ...]
     validation: tuple[Example, ...]
     test: tuple[Example, ...]
     labels: tuple[str, ...]
+    warnings: tuple[str, ...] = ()
 
 
 class _Row(NamedTuple):
@@ -221,31 +227,48 @@ def load_splits(
         ]
 
     splits = carve_and_cap(examples, options, max_train_examples, eval_size, str(loaded["train"][0]))
-    return Splits(train=splits["train"], validation=splits["validation"], test=splits["test"], labels=labels)
+    return Splits(
+        train=splits["train"], validation=splits["validation"], test=splits["test"], labels=labels,
+        warnings=tuple(label_warnings(splits, labels)),
+    )
+
+
+def label_warnings(splits: Mapping[str, Sequence[Example]], labels: Sequence[str]) -> list[str]:
+    """What makes scores on these splits doubtful though nothing is malformed: a split whose examples all carry one
+    label (accuracy 1.0 by predicting it), labels of validation or test that train never shows (no model learns them)."""
+    warnings = []
+    found = {split: {e.label for e in splits[split]} for split in SPLITS}
+    single: dict[str, list[str]] = {}
+    for split in SPLITS:
+        if len(found[split]) == 1:
+            single.setdefault(next(iter(found[split])), []).append(f"{split} ({len(splits[split])})")
+    for label, where in single.items():
+        warnings.append(f"every example of {', '.join(where)} has the label {label!r}: accuracy is trivial there; "
+                        "check label_column")  # fmt: skip
+    for split in ("validation", "test"):
+        if unseen := [label for label in labels if label in found[split] - found["train"]]:
+            warnings.append(f"{split} has labels that train never shows: {', '.join(unseen)}")
+    return warnings
 
 
 def _header_problems(options: Mapping[str, Any], where: str, split: str, fmt: str) -> list[Problem]:
     """Check the first line of a CSV/TSV/JSONL file for the configured columns, without reading the rest."""
     path, encoding = Path(options[split]), options["encoding"]
-    with path.open("rb") as handle:
-        first = b""
-        for first in handle:
-            if first.strip():
-                break
     try:
-        line = read_text(path, encoding, first)
+        head, _ = head_text(path, encoding)
     except HarnessError as exc:
-        return [Problem(f"{where}.encoding", str(exc))]
+        return [Problem(f"{where}.{split}", str(exc))]
+    line = next(line for line in split_lines(head) if line.strip())
     if fmt == "jsonl":
         try:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
-            return [Problem(f"{where}.{split}", f"{path}:1: not valid JSON ({exc.msg})")]
+            return [Problem(f"{where}.{split}", f"{path}:1: not valid JSON ({json_error(exc)})")]
         if not isinstance(record, dict):
             return [Problem(f"{where}.{split}", f"{path}:1: expected a JSON object per line")]
         found, what = list(record), "keys"
     else:
-        found, what = next(csv.reader([line.rstrip("\r\n")], delimiter="\t" if fmt == "tsv" else ",")), "columns"
+        found, what = next(csv.reader([line], delimiter="\t" if fmt == "tsv" else ",")), "columns"
     problems = []
     for key in ("text_column", "text_pair_column", "label_column"):
         column = options.get(key)
@@ -305,7 +328,11 @@ def check_files(options: Mapping[str, Any], where: str) -> list[Problem]:
                 Problem(f"{where}.{labels_key}", f"required with format text-files (one label per line of {split})")
             )
             continue
-        texts, labels_count = count_lines(options[split]), count_lines(options[labels_key])
+        try:
+            texts, labels_count = (count_lines(options[key], options["encoding"]) for key in (split, labels_key))
+        except HarnessError as exc:
+            problems.append(Problem(f"{where}.{split}", str(exc)))
+            continue
         if texts != labels_count:
             problems.append(
                 Problem(

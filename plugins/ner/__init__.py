@@ -21,6 +21,9 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from harness.components import CellContext, CheckContext, Task
+from harness.datacheck import check_by_reading, note_data_warnings
+from harness.datafiles import SPLITS
+from harness.datahub import uses_hub
 from harness.errors import Problem
 from harness.hookspecs import hookimpl
 from harness.options import Option
@@ -115,6 +118,11 @@ class NerTask(Task):
         empty = options["empty_answer"].strip()
         if not empty or ";" in empty or ":" in empty:
             problems.append(Problem(f"{where}.empty_answer", "expected a non-blank answer without ';' or ':'"))
+        if not problems and not uses_hub(options):
+            files = [options[split] for split in SPLITS if options.get(split)]
+            problems += check_by_reading(
+                self.name, options, files, lambda: load_splits(options).warnings, where, ctx
+            )
         return problems
 
     def setup(self, options: Mapping[str, Any], ctx: CellContext) -> NerRun | NerTextRun:
@@ -123,17 +131,19 @@ class NerTask(Task):
         if ctx.cell.model_family != "encoder":
             from .text2text import NerTextRun
 
-            return NerTextRun(
+            run: NerRun | NerTextRun = NerTextRun(
                 splits, options, family=ctx.cell.model_family, max_length=budget.max_length, progress=ctx.progress
             )
-        from .run import NerRun
+        else:
+            from .run import NerRun
 
-        return NerRun(
-            splits,
-            max_length=budget.max_length,
-            label_all_subtokens=options["label_all_subtokens"],
-            progress=ctx.progress,
-        )
+            run = NerRun(
+                splits,
+                max_length=budget.max_length,
+                label_all_subtokens=options["label_all_subtokens"],
+                progress=ctx.progress,
+            )
+        return note_data_warnings(run, splits.warnings)
 
     def item_statistics(
         self, predictions: Sequence[Mapping[str, Any]], metric: str, options: Mapping[str, Any]

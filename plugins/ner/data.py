@@ -31,6 +31,7 @@ from harness.datafiles import (
     SplitAccess,
     carve_and_cap,
     fraction_problems,
+    head_text,
     jsonl_records,
     parse_json_object,
     read_text,
@@ -74,6 +75,8 @@ class Splits(SplitAccess[Sentence]):
     scheme: str
     tokenization: str | None = None
     widened: int = 0
+    #: What makes scores on these splits doubtful though nothing is malformed (:func:`entity_warnings`).
+    warnings: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -272,16 +275,25 @@ def load_splits(
         scheme=scheme,
         tokenization=tokenization,
         widened=widened,
+        warnings=tuple(entity_warnings(splits)),
     )
+
+
+def entity_warnings(splits: Mapping[str, Sequence[Sentence]]) -> list[str]:
+    """A split without a single entity (entity F1 is 0 or undefined there; train teaches only ``O``), and entity types
+    of validation or test that train never shows."""
+    types = {split: {tag[2:] for s in splits[split] for tag in s.tags if tag != "O"} for split in SPLITS}
+    empty = [split for split in SPLITS if splits[split] and not types[split]]
+    warnings = [f"no sentence of {', '.join(empty)} has an entity: every tag is O"] if empty else []
+    for split in ("validation", "test"):
+        if unseen := sorted(types[split] - types["train"]):
+            warnings.append(f"{split} has entity types that train never shows: {', '.join(unseen)}")
+    return warnings
 
 
 def _head_lines(path: Path, encoding: str) -> list[str]:
     """The lines in the first 64 KiB of ``path`` (the last, possibly cut, line dropped when more follows)."""
-    with path.open("rb") as handle:
-        data = handle.read(_CHECK_BYTES + 1)
-    if len(data) > _CHECK_BYTES:
-        data = data[: data.rfind(b"\n") + 1]
-    return split_lines(read_text(path, encoding, data))
+    return split_lines(head_text(path, encoding, _CHECK_BYTES)[0])
 
 
 def check_files(options: Mapping[str, Any], where: str) -> list[Problem]:

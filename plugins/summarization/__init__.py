@@ -23,7 +23,7 @@ from harness.errors import Problem
 from harness.hookspecs import hookimpl
 from harness.options import Option
 from harness.prompts import SUMMARIZATION, text2text_options
-from harness.textpairs import pair_data_options
+from harness.textpairs import pair_data_options, read_problems
 
 from . import data
 
@@ -58,6 +58,8 @@ class SummarizationTask(Task):
         problems = data.check(options, where, ctx.offline)
         if options.get("prompt") is not None:
             problems += SUMMARIZATION.problems(options["prompt"], f"{where}.prompt")
+        if not problems:
+            problems += read_problems(self.name, options, data.columns(options), where, ctx)
         return problems
 
     def setup(self, options: Mapping[str, Any], ctx: CellContext) -> SummarizationRun:

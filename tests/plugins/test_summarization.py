@@ -97,7 +97,7 @@ def test_csv_and_tsv_with_several_summary_columns_and_empty_cells(tmp_path):
         ('{"doc": "d", "summary": "s"}\n', {}, r"a\.jsonl:1: missing column 'document' \(the source; columns: doc"),
         ('{"document": "d", "summary": "s"}\nnot json\n', {}, r"a\.jsonl:2: not valid JSON"),
         ('[1, 2]\n', {}, r"a\.jsonl:1: expected a JSON object, got list"),
-        ('\n', {}, r"a\.jsonl: no examples \(the train split is empty\)"),
+        ('\n', {}, r"a\.jsonl: empty file"),
         ('{"document": "d", "summary": [1]}\n', {}, r"a\.jsonl:1: column 'summary' must be a string"),
     ],
 )  # fmt: skip

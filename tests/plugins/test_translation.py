@@ -122,8 +122,8 @@ def test_hub_dataset_in_the_translation_shape(tmp_path, monkeypatch):
          r"a\.tsv:2: no target: no value in column\(s\) 'de' \(columns: en, dx\)"),
         ({"a.jsonl": '{"translation": {"en": "x", "de": "y"}}\n{"translation": \n'}, {"train": "a.jsonl"},
          r"a\.jsonl:2: not valid JSON"),
-        ({"a.jsonl": "\n\n"}, {"train": "a.jsonl"}, r"a\.jsonl: no examples \(the train split is empty\)"),
-        ({"a.en": "", "a.de": ""}, {"train": "a.en", "train_target": "a.de"}, r"a\.en: no examples"),
+        ({"a.jsonl": "\n\n"}, {"train": "a.jsonl"}, r"a\.jsonl: empty file"),
+        ({"a.en": "", "a.de": ""}, {"train": "a.en", "train_target": "a.de"}, r"a\.en: empty file"),
         ({"a.tsv": "en\tde\nx\ty\tz\n"}, {"train": "a.tsv", "source_column": "en", "target_column": "de"},
          r"a\.tsv:2: expected 2 tab-separated fields as in the header, got 3"),
         ({"a.txt": "x\n"}, {"train": "a.txt"}, r"a\.txt: cannot tell the format"),
@@ -141,7 +141,7 @@ def test_bad_data_errors_name_file_line_and_expectation(tmp_path, files, given, 
 def test_check_reports_problems_before_anything_runs(tmp_path):
     write(tmp_path / "a.en", "x\ny\n")
     write(tmp_path / "a.de", "x\n")
-    write(tmp_path / "b.jsonl", '{"en": "x", "de": "y"}\n')
+    write(tmp_path / "b.jsonl", '{"en": "x", "de": "y"}\n' * 10)
     problems = check(tmp_path, train="a.en", train_target="a.de", prompt="{source} in {target_language}:")
     assert problems[0].startswith("tasks.t.train_target: parallel files differ in length")
     assert "tasks.t.prompt: unknown field {target_language} (did you mean 'target_lang'?)" in problems[1]
