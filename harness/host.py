@@ -90,6 +90,16 @@ def _names_from_env(var: str) -> set[str] | None:
     return {n.strip() for n in value.split(",") if n.strip()}
 
 
+def _why_nothing(implemented: list[str]) -> str:
+    """The end of the problem line of a plugin that registered no component, given the hooks it implements."""
+    if not implemented:
+        return (
+            "it implements no harness hook; define one (e.g. harness_register_tasks) decorated with @hookimpl "
+            "from harness.hookspecs"
+        )
+    return f"its {', '.join(implemented)} never called register; call register(component) for each component"
+
+
 class PluginHost:
     """Loads plugins, collects the components they register, and answers lookups with helpful errors."""
 
@@ -175,10 +185,16 @@ class PluginHost:
             and callable(getattr(obj, a, None))
             and (hasattr(getattr(obj, a), marker) or a.startswith("harness_register"))
         ]
+        found_before = len(self.problems)
         for attr in unknown:
             self.problems.append(
                 f"plugin {info.name!r} defines {attr!r}, which is not a harness hook"
                 f"{did_you_mean(attr, list(HOOK_KINDS))}"
+            )
+        for attr in self._unmarked_hooks(obj):
+            self.problems.append(
+                f"plugin {info.name!r} (module {info.module}) defines {attr!r} without the @hookimpl marker, so it "
+                "is never called; decorate it with @hookimpl from harness.hookspecs"
             )
         try:
             self.pm.register(obj, name=info.name)
@@ -190,10 +206,12 @@ class PluginHost:
             if attr not in unknown:
                 self.problems.append(f"plugin {info.name!r} implements {attr!r}, which is not a harness hook")
         pending: list[tuple[str, Component]] = []
+        implemented: list[str] = []
         for hook_name, base in HOOK_KINDS.items():
             for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
                 if impl.plugin_name != info.name:
                     continue
+                implemented.append(hook_name)
 
                 def register(component: Component, _base: type[Component] = base, _hook: str = hook_name) -> None:
                     if not isinstance(component, _base):
@@ -207,6 +225,10 @@ class PluginHost:
                     self.problems.append(f"plugin {info.name!r} failed to register: {info.error}")
                     self.pm.unregister(name=info.name)
                     return
+        if not pending and len(self.problems) == found_before:  # a problem found above already says why
+            self.problems.append(
+                f"plugin {info.name!r} (module {info.module}) registers nothing: {_why_nothing(implemented)}"
+            )
         for kind, component in pending:
             if not component.name:
                 self.problems.append(f"plugin {info.name!r} registered a {kind} without a name ({component!r})")
@@ -214,6 +236,15 @@ class PluginHost:
             if kind == Reporter.kind and declared < 2:  # hook API 1: render(rows)
                 component = _RowsReporter(component)  # type: ignore[arg-type]
             self._remember(info, kind, component)
+
+    def _unmarked_hooks(self, obj: Any) -> list[str]:
+        """Callable attributes of ``obj`` named like a hook that pluggy does not take as implementations (no
+        ``@hookimpl`` marker): without this check they would be ignored without a word."""
+        return [
+            name
+            for name in HOOK_KINDS
+            if callable(getattr(obj, name, None)) and self.pm.parse_hookimpl_opts(obj, name) is None
+        ]
 
     def _pending_hooks(self, plugin_name: str) -> list[str]:
         """Hook implementations of ``plugin_name`` that match no hook specification: what pluggy's

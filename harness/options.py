@@ -60,6 +60,38 @@ def did_you_mean(word: str, candidates: Sequence[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
+def _initials(name: str) -> str:
+    """``"lr"`` for ``"learning_rate"``: the first letter of each ``_``-separated word of a name of two or more."""
+    words = [w for w in name.split("_") if w]
+    return "".join(w[0] for w in words) if len(words) > 1 else ""
+
+
+def _close_key(key: str, candidates: Sequence[str]) -> str | None:
+    """The candidate ``key`` most likely stands for: a close spelling, else the one whose initials it is
+    (``lr`` -> ``learning_rate``, ``bs`` -> ``batch_size``), else ``None``."""
+    close = difflib.get_close_matches(key, list(candidates), n=1, cutoff=0.6)
+    if close:
+        return close[0]
+    abbreviated = [c for c in candidates if len(key) > 1 and _initials(c) == key.lower()]
+    return abbreviated[0] if len(abbreviated) == 1 else None
+
+
+def _unknown_key(key: str, known: Sequence[str], where: str, budget: Sequence[str]) -> str:
+    """The problem of an unknown ``key`` of the table at ``where`` (after ``where.key: ``), with a suggestion: a
+    declared key, else the budget key (of ``budget``) it is or nearly is and the sub-table it belongs in."""
+    listed = ", ".join(sorted(known)) or "none"
+    suggestion = _close_key(key, known)
+    if budget:
+        table = f"[{where}.budget]"
+        if key in budget:
+            return f"unknown key here: {key!r} is a budget key, it belongs in {table}; known keys: {listed}"
+        near = None if suggestion else _close_key(key, budget)
+        if near is not None:
+            return f"unknown key (did you mean the budget key {near!r}? it belongs in {table}); known keys: {listed}"
+    hint = f" (did you mean {suggestion!r}?)" if suggestion else ""
+    return f"unknown key{hint}; known keys: {listed}"
+
+
 def _type_ok(kind: str, value: Any) -> bool:
     if "|" in kind:
         return any(_type_ok(k, value) for k in kind.split("|"))
@@ -103,12 +135,16 @@ def check_options(
     where: str,
     base_dir: Path | None = None,
     ignore: Sequence[str] = (),
+    budget_keys: Sequence[str] = (),
 ) -> tuple[dict[str, Any], list[Problem]]:
     """Validate ``given`` against ``declared``; return the resolved options (defaults filled in) and the problems.
 
     :param where: the place in the suite file, e.g. ``"tasks.emotion"``; problems name ``where.key``.
     :param base_dir: folder relative paths are resolved against (the suite file's folder).
     :param ignore: keys handled by the caller (e.g. ``type`` or ``budget``) and skipped here.
+    :param budget_keys: the keys of the table's ``budget`` sub-table, when it has one: an unknown key that is (or
+        nearly is) one of them is pointed there: ``unknown key (did you mean the budget key 'learning_rate'? it
+        belongs in [strategies.s.budget])``.
     """
     by_name = {o.name: o for o in declared}
     problems: list[Problem] = []
@@ -118,10 +154,7 @@ def check_options(
             continue
         option = by_name.get(key)
         if option is None:
-            known = ", ".join(sorted(by_name)) or "none"
-            problems.append(
-                Problem(f"{where}.{key}", f"unknown key{did_you_mean(key, list(by_name))}; known keys: {known}")
-            )
+            problems.append(Problem(f"{where}.{key}", _unknown_key(key, list(by_name), where, budget_keys)))
             continue
         if not _type_ok(option.kind, value):
             problems.append(

@@ -316,7 +316,8 @@ def _declare(
             declared.append(Declared(name, plugin, {}, {}, where, valid=False))
             continue
         component = host.get(kind, plugin)
-        options, option_problems = check_options(component.options, body, where, ctx.base_dir, ignore=(plugin_key, budget_key))
+        options, option_problems = check_options(component.options, body, where, ctx.base_dir, ignore=(plugin_key, budget_key),
+                                                 budget_keys=[o.name for o in BUDGET_OPTIONS])  # fmt: skip
         problems += option_problems
         check_problems = component.check(options, where, ctx) if not option_problems else []
         problems += check_problems
