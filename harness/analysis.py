@@ -267,8 +267,13 @@ class Table:
     baseline: str | None = None
     vs_baseline: Mapping[tuple[str, str], Comparison] = field(default_factory=dict)
     alpha: float = 0.05
-    #: (dimension, value, reason) of rows and columns left out: every cell of theirs was planned as skipped.
+    #: (dimension, value, reason) of rows and columns (or the page) left out: every cell was planned as skipped.
     omitted: tuple[tuple[str, str, str], ...] = ()
+
+    @property
+    def shown(self) -> bool:
+        """``False`` when every cell of the page was skipped: no quality or cost table, only the page's note."""
+        return bool(self.row_values and self.col_values)
 
     def not_worse(self, cell: tuple[str, str]) -> bool:
         """Not the best, but not significantly worse than it (Holm-corrected p >= alpha)."""
@@ -342,6 +347,10 @@ def build_tables(
         members = [g for g in groups if g.value(page_dim) == page]
         cells = {(g.value(rows_dim), g.value(cols_dim)): g for g in members}
         row_values, omitted_rows = _shown(members, rows_dim)
+        if not row_values:  # every cell of the page was planned as skipped: the note alone, no table
+            tables.append(Table(page_dim, page, rows_dim, cols_dim, (), (), cells, axis, alpha=alpha,
+                                omitted=((page_dim, page, omitted_rows[0][1]),)))
+            continue
         col_values, omitted_cols = _shown(members, cols_dim, rows_dim, row_values)
         lines: list[list[tuple[str, str]]] = (
             [[(r, c) for c in col_values] for r in row_values]

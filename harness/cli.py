@@ -6,12 +6,15 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from . import __version__
 from .errors import HarnessError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .report import Rows
 
 
 def _fail(exc: HarnessError) -> None:
@@ -36,7 +39,8 @@ def cli() -> None:
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
-@click.option("--check", is_flag=True, help="Exit 1 when any plugin failed, conflicts or defines unknown hooks.")
+@click.option("--check", is_flag=True,
+              help="Exit 1 when any plugin failed, conflicts, registers nothing, or defines unknown or unmarked hooks.")
 def plugins(as_json: bool, check: bool) -> None:
     """List installed plugins and the components they register."""
     from .inventory import plugin_inventory, render_inventory
@@ -63,7 +67,7 @@ def validate(suite: Path) -> None:
         click.echo(f"warning: {problem}", err=True)
     loaded = load_suite(suite, host)
     cells = plan(loaded, host)
-    for warning in budget_warnings(loaded, host):
+    for warning in (*loaded.warnings, *budget_warnings(loaded, host)):
         click.echo(f"warning: {warning}", err=True)
     skipped = sum(1 for c in cells if c.skip_reason)
     click.echo(
@@ -130,7 +134,7 @@ def report(
     if reporter.output == "directory" and output is None:
         raise HarnessError(f"--format {fmt} writes a directory: give it with --output DIR")
     options = ReportOptions(rows=rows, cols=cols, metric=metric, baseline=baseline, alpha=alpha, resamples=resamples)
-    built = build_report(load_rows(results), options, results_dir=results, task_lookup=_task_lookup(host))
+    built = build_report(_loaded(load_rows(results)), options, results_dir=results, task_lookup=_task_lookup(host))
     if plots_dir is not None:
         from dataclasses import replace
 
@@ -177,7 +181,7 @@ def compare(a: Path, b: Path, fmt: str, output: Path | None, metric: str | None,
     from .report import load_rows
 
     host = PluginHost.load()
-    rows_a, rows_b = load_rows(a), load_rows(b)
+    rows_a, rows_b = _loaded(load_rows(a)), _loaded(load_rows(b))
     if metric is not None and not any(metric in (r.get("metrics") or {}) for r in [*rows_a, *rows_b]):
         raise HarnessError(f"--metric {metric}: no record of {a} or {b} has it")
     pairs = comparing.compare(rows_a, rows_b, metric=metric, task_lookup=_task_lookup(host), resamples=resamples)
@@ -190,6 +194,13 @@ def compare(a: Path, b: Path, fmt: str, output: Path | None, metric: str | None,
             raise HarnessError(f"{output}: cannot write the comparison ({exc.strerror or exc})") from None
     else:
         click.echo(text, nl=False)
+
+
+def _loaded(rows: Rows) -> Rows:
+    """``rows`` (:func:`harness.report.load_rows`), its warnings (unreadable records) printed to stderr."""
+    for warning in rows.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    return rows
 
 
 def _task_lookup(host: Any) -> Any:

@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -122,6 +123,13 @@ class NewerSchemaError(ValueError):
     """A record written by a newer harness: never read as missing (a rerun would overwrite it)."""
 
 
+class InvalidRecordError(ValueError):
+    """A ``record.json`` that exists but is no record this harness can read: truncated or invalid JSON, not an
+    object, a required field missing or of the wrong type. The message says why (``truncated JSON at line 3 column
+    5``), without the path. ``harness report`` warns and counts the cell as missing; ``harness run`` warns, keeps the
+    file as ``record.json.corrupt`` and runs the cell again."""
+
+
 @dataclass(frozen=True)
 class Compute:
     """Training compute and GPU energy (:mod:`harness.compute`; added within schema version 1, null when absent).
@@ -192,11 +200,24 @@ class Record:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Record:
-        if data.get("schema_version", 0) > SCHEMA_VERSION:
+        """The record of ``data`` (parsed ``record.json``).
+
+        :raises NewerSchemaError: the record's schema is newer than this harness reads.
+        :raises InvalidRecordError: ``data`` is not a record (why in the message).
+        """
+        if not isinstance(data, Mapping):
+            raise InvalidRecordError(f"not a JSON object but {_json_kind(data)}")
+        version = data.get("schema_version", 0)
+        if not _is_int(version):
+            raise InvalidRecordError(f"schema_version is {_json_kind(version)}, expected an integer")
+        if version > SCHEMA_VERSION:
             raise NewerSchemaError(
                 f"record schema {data.get('schema_version')} is newer than this harness reads ({SCHEMA_VERSION}): "
                 "written by a newer harness; upgrade harness (or write to another --output)"
             )
+        problem = _record_problem(data)
+        if problem is not None:
+            raise InvalidRecordError(problem)
         names = {f.name for f in fields(cls)}
         values = {k: v for k, v in data.items() if k in names}
         values["params"] = _build(Params, data.get("params"))
@@ -244,6 +265,88 @@ def write_json_atomic(path: Path, data: Any) -> None:
         raise
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+#: Fields every record has: name -> (what it must be, test).
+_REQUIRED: dict[str, tuple[str, Callable[[Any], bool]]] = {
+    **{name: ("a string", lambda v: isinstance(v, str))
+       for name in ("key", "suite", "cell_id", "task", "strategy", "model")},
+    "seed": ("an integer", _is_int),
+    "status": (" or ".join(STATUSES), lambda v: v in STATUSES),
+}
+#: Fields that hold an object (or null) when present.
+_OBJECTS = ("metrics", "metric_info", "params", "timing", "memory", "training", "evaluation", "compute", "config",
+            "env")
+
+
+def _json_kind(value: Any) -> str:
+    """What a parsed JSON value is, for messages: ``a list``, ``a string``, ``null``..."""
+    if value is None:
+        return "null"
+    kinds = ((bool, "a boolean"), (int, "a number"), (float, "a number"), (str, "a string"), (list, "a list"))
+    return next((kind for t, kind in kinds if isinstance(value, t)), f"a {type(value).__name__}")
+
+
+def _record_problem(data: Mapping[str, Any]) -> str | None:
+    """Why ``data`` is not a record (a required field missing or of the wrong type), or ``None``."""
+    missing = [name for name in _REQUIRED if name not in data]
+    if missing:
+        return f"missing field{'s' if len(missing) > 1 else ''} {', '.join(repr(n) for n in missing)}"
+    for name, (expected, test) in _REQUIRED.items():
+        value = data[name]
+        if not test(value):
+            shown = f" ({value!r:.40})" if isinstance(value, (str, int, float)) and not isinstance(value, bool) else ""
+            return f"field {name!r} is {_json_kind(value)}{shown}, expected {expected}"
+    for name in _OBJECTS:
+        if data.get(name) is not None and not isinstance(data[name], Mapping):
+            return f"field {name!r} is {_json_kind(data[name])}, expected an object"
+    validation = (data.get("training") or {}).get("validation")
+    if validation is not None and not isinstance(validation, list):
+        return f"field 'training.validation' is {_json_kind(validation)}, expected a list"
+    return None
+
+
+#: What the text after a parse error may be when the file was cut short: an unfinished literal or number.
+_LITERALS = ("true", "false", "null", "NaN", "Infinity", "-Infinity")
+_NUMBER_PREFIX = re.compile(r"-?\d*(\.\d*)?([eE][+-]?\d*)?")
+
+
+def _json_problem(exc: json.JSONDecodeError) -> str:
+    """``truncated JSON at line 3 column 5`` (the text stops before the JSON is complete: the place is where it
+    stops) or ``invalid JSON at line 3 column 5 (Expecting ',' delimiter)``; ``empty file`` for a blank file."""
+    doc = exc.doc
+    end = len(doc.rstrip())
+    if not end:
+        return "empty file"
+    tail = doc[exc.pos:end]
+    if (not tail or exc.msg.startswith("Unterminated string") or _NUMBER_PREFIX.fullmatch(tail)
+            or any(literal.startswith(tail) for literal in _LITERALS)):
+        line, column = doc.count("\n", 0, end) + 1, end - doc.rfind("\n", 0, end)
+        return f"truncated JSON at line {line} column {column}"
+    return f"invalid JSON at line {exc.lineno} column {exc.colno} ({exc.msg})"
+
+
 def read_record(path: Path) -> Record:
-    with open(path, encoding="utf-8") as fh:
-        return Record.from_json(json.load(fh))
+    """The record in the file ``path``.
+
+    :raises FileNotFoundError: there is no such file (the cell has no record).
+    :raises NewerSchemaError: the record was written by a newer harness.
+    :raises InvalidRecordError: the file cannot be read or is no record; the message says why, without the path.
+    """
+    try:
+        raw = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise InvalidRecordError(f"cannot be read ({exc.strerror or exc})") from None
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        cut = exc.reason == "unexpected end of data"  # the file stops inside a character
+        why = "truncated inside a UTF-8 character" if cut else f"not UTF-8 text (byte {exc.start})"
+        raise InvalidRecordError(why) from None
+    except json.JSONDecodeError as exc:
+        raise InvalidRecordError(_json_problem(exc)) from None
+    return Record.from_json(data)

@@ -23,7 +23,7 @@ from .host import PluginHost
 from .plan import Cell, budget_warnings, plan
 from .progress import Progress, format_duration
 from .records import cell_record, write_json_atomic
-from .store import LOG, ResultStore, now
+from .store import CORRUPT, LOG, ResultStore, now
 from .suite import load_suite
 from .suiterun import (  # noqa: F401  (re-exported: executors and tests import them from here)
     MAKESPAN,
@@ -71,6 +71,24 @@ def _settle_skipped(store: ResultStore, cells: list[Cell], suite_sha256: str) ->
             continue
         record = cell_record(cell, "skipped", cell.skip_reason, env=_env(suite_sha256=suite_sha256), finished_at=now())
         store.write(cell, record)
+
+
+def _set_aside_unreadable(store: ResultStore, cells: list[Cell], dry_run: bool) -> list[str]:
+    """Move each unreadable ``record.json`` (truncated, not a record) aside to ``record.json.corrupt`` so that its
+    cell runs again (a dry run only says it would); one warning line per record, naming the file and why."""
+    warnings = []
+    for cell in cells:
+        path = store.record_path(cell)
+        again = "its skipped record is written again" if cell.skip_reason else "the cell runs again"
+        if dry_run:
+            why = store.unreadable(cell)
+            if why is not None:
+                warnings.append(f"{path}: unreadable record ({why}); a run moves it to {CORRUPT} and {again}")
+            continue
+        moved = store.set_aside(cell)
+        if moved is not None:
+            warnings.append(f"{path}: unreadable record ({moved[1]}); moved to {moved[0].name}, {again}")
+    return warnings
 
 
 def _print_plan(echo: Echo, to_run: list[Cell], done: list[Cell], skipped: list[Cell], store: ResultStore) -> None:
@@ -156,13 +174,15 @@ def run_suite(
             echo(f"warning: {problem}", err=True)
         suite = load_suite(suite_path, host)
         cells = plan(suite, host)
-        for warning in budget_warnings(suite, host):
+        for warning in (*suite.warnings, *budget_warnings(suite, host)):
             echo(f"warning: {warning}", err=True)
         store = ResultStore(options.output or Path("results") / suite.name)
         executor = host.executor(options.executor or suite.executor)
         devices = discover_devices(options.devices)
         if not options.dry_run:
             store.ensure_writable()
+        for warning in _set_aside_unreadable(store, cells, options.dry_run):
+            echo(f"warning: {warning}", err=True)
         skipped = [c for c in cells if c.skip_reason]
         runnable = [c for c in cells if not c.skip_reason]
         to_run = runnable if options.rerun else [c for c in runnable if not store.is_done(c)]

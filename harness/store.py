@@ -5,6 +5,7 @@ Layout::
     results/<suite>/plan.json                      the latest plan (cells, keys, skip reasons)
     results/<suite>/cells/<cell_id>--<key8>/
         record.json                                written atomically when the cell ends
+        record.json.corrupt                        an unreadable record a run set aside (.2, .3, ... after it)
         cell.log                                   the cell process's stdout and stderr
         predictions.jsonl                          per-example predictions (from the task)
         steps.json                                 per-step times and losses
@@ -28,9 +29,12 @@ from pathlib import Path
 
 from .errors import HarnessError
 from .plan import Cell
-from .records import NewerSchemaError, Record, read_record, write_json_atomic
+from .records import InvalidRecordError, NewerSchemaError, Record, read_record, write_json_atomic
 
 RECORD = "record.json"
+#: What an unreadable ``record.json`` is renamed to by :meth:`ResultStore.set_aside` (``.2``, ``.3``... appended
+#: when that name is taken, so earlier damaged files are kept too).
+CORRUPT = RECORD + ".corrupt"
 LOG = "cell.log"
 PREDICTIONS = "predictions.jsonl"
 PLAN = "plan.json"
@@ -75,6 +79,44 @@ class ResultStore:
         except (OSError, ValueError, KeyError, TypeError):
             return None
         return record if record.key == cell.key else None
+
+    def unreadable(self, cell: Cell) -> str | None:
+        """Why the cell's ``record.json`` is no readable record (``truncated JSON at line 3 column 5``), or ``None``
+        when it is readable, absent, or written by a newer harness (which :meth:`load` refuses)."""
+        try:
+            read_record(self.record_path(cell))
+        except InvalidRecordError as exc:
+            return str(exc)
+        except (OSError, NewerSchemaError):
+            return None
+        return None
+
+    def set_aside(self, cell: Cell) -> tuple[Path, str] | None:
+        """Rename the cell's unreadable ``record.json`` to :data:`CORRUPT` (the first free of ``record.json.corrupt``,
+        ``record.json.corrupt.2``, ...) so that the cell runs again without losing the file; return the new path and
+        why the record was unreadable. ``None`` when the record is readable or absent, or another run holds the
+        cell's lock (that run writes a new record)."""
+        if self.unreadable(cell) is None:
+            return None
+        with self.lock(cell) as held:
+            why = self.unreadable(cell) if held else None  # again under the lock: another run may have written it
+            if why is None:
+                return None
+            directory = self.cell_dir(cell)
+            target, n = directory / CORRUPT, 1
+            while target.exists():
+                n += 1
+                target = directory / f"{CORRUPT}.{n}"
+            try:
+                os.rename(self.record_path(cell), target)
+            except FileNotFoundError:
+                return None
+            except OSError as exc:
+                raise HarnessError(
+                    f"{self.record_path(cell)}: unreadable record ({why}) that cannot be moved aside to {target.name} "
+                    f"({exc.strerror or exc}); move or delete it"
+                ) from None
+            return target, why
 
     def is_done(self, cell: Cell) -> bool:
         """Done means finished with status ``ok``; failed cells are retried by the next run."""

@@ -3,7 +3,8 @@
 It shows what the ``table`` and ``markdown`` reporters show (:mod:`harness_plugins.reporters`): per table the
 quality pivot — ``mean ± std`` over ok seeds (the best of a row, or column, in ``<strong>``; ``†``, explained in its
 ``title``, on those not significantly worse than it), ``(n=k)``, Δ to the baseline in ``<small>`` and footnote
-marks linked to the footnotes — and the companion cost table; then the methods and footnotes, the plots, the
+marks linked to the footnotes — and the companion cost table (neither for a page whose every cell was planned as
+skipped: its "not shown" note instead); then the methods and footnotes, the plots, the
 environment summary and the failed cells with their full errors.
 
 Plots: the report's ``.svg`` plots (``harness report --plots DIR``) or, when it has none, the plots drawn for the
@@ -106,7 +107,10 @@ def _table(css: str, caption: str, headers: list[str], body: list[tuple[str, lis
 
 
 def _table_section(report: Report, table: Table, slug: str, notes: Footnotes) -> list[str]:
-    """The quality pivot and the cost table of ``table``."""
+    """The quality pivot and the cost table of ``table``; only its note when every cell of its page was skipped."""
+    if not table.shown:
+        return [f'<section id="table-{slug}">', f"<h2>{_esc(table_title(table))}</h2>",
+                *(f'<p class="note">{_linked(line)}</p>' for line in omitted_notes(table, notes)), "</section>"]
     headers, rows = table_cells(table, notes)
     dagger = f"not significantly worse than the best of its {best_of(table)} (Holm-corrected p ≥ {table.alpha:g})"
     caption = (f"{_esc(quality_words(report).capitalize())}: mean ± sample std over ok seeds (n); "

@@ -7,7 +7,8 @@ companion cost table, each a ``table`` float with its caption above and ``\\labe
 table: ``tab:harness-<page>-cost``). The caption carries the methods sentences up to their first ``;`` or ``:``;
 the full sentences are comment lines at the top. The seed count ``n`` is shown only where it differs from the
 table's usual count (its most common one), which the caption names. Failed and skipped cells carry footnote marks,
-numbered per table and explained in small print under its tabular.
+numbered per table and explained in small print under its tabular. A page whose every cell was planned as skipped
+gets no floats, only its "not shown" note (and the reason) as comment lines.
 
 The output is a fragment that needs only ``booktabs`` and ``amsmath`` (its second line says so); wrap it with
 :func:`standalone_document` to compile it alone. Every text is escaped with :func:`latex_escape`. The helpers
@@ -195,6 +196,10 @@ class LatexReporter(Reporter):
         pending = pending_note(report.rows)
         for index, (table, slug) in enumerate(zip(report.tables, table_slugs(report.tables), strict=True)):
             notes = Footnotes()
+            if not table.shown:  # every cell of the page skipped: no float, the note as comment lines
+                out += [f"% {' '.join(line.split())}" for line in (*omitted_notes(table, notes), *notes.lines())]
+                out.append("")
+                continue
             headers, rows = table_cells(table, notes)
             usual = usual_n(rows)
             body = [[latex_escape(label), *(latex_cell(cell, usual) for cell in cells)] for label, cells in rows]

@@ -2,8 +2,9 @@
 
 Each renders a :class:`harness.reporting.Report`: per table (one per model by default) the quality pivot — cells
 ``mean ± std`` over ok seeds, ``(n=k)``, Δ against the baseline, ``*`` on the best of a row (bold in markdown), ``†``
-on those not significantly worse than it — then the cost table, the methods and the footnotes. Light at import:
-tabulate is imported when a table is rendered.
+on those not significantly worse than it — then the cost table, the methods and the footnotes. A page whose every
+cell was planned as skipped gets no tables, only its "not shown" note. Light at import: tabulate is imported when a
+table is rendered.
 """
 
 from __future__ import annotations
@@ -139,6 +140,9 @@ class TableReporter(Reporter):
         notes = Footnotes()
         out: list[str] = []
         for table in report.tables:
+            if not table.shown:  # every cell of the page skipped: the note alone
+                out += [*(textwrap.fill(line, WIDTH) for line in omitted_notes(table, notes)), ""]
+                continue
             headers, rows = table_cells(table, notes)
             body = [[label, *(terminal_cell(c) for c in cells)] for label, cells in rows]
             out.append(f"{table_title(table)}: {_METRIC_CAPTION}")
@@ -184,6 +188,9 @@ class MarkdownReporter(Reporter):
         notes = Footnotes()
         out = ["# Results", ""]
         for table in report.tables:
+            if not table.shown:  # every cell of the page skipped: the note alone
+                out += [f"## {_md(table_title(table))}", "", *(_md(line) for line in omitted_notes(table, notes)), ""]
+                continue
             headers, rows = table_cells(table, notes)
             body = [[label, *(markdown_cell(c) for c in cells)] for label, cells in rows]
             out += [f"## {_md(table_title(table))}", "", f"Quality: {_METRIC_CAPTION}.", "", _pipe_table(headers, body)]
