@@ -17,12 +17,28 @@ def pad_batch(
     pad_values: Mapping[str, int],
     padding_side: str = "right",
 ) -> dict[str, torch.Tensor]:
-    """Stack encoded examples into tensors.
+    """Stack encoded examples into tensors, padding each sequence field to the batch's longest member.
 
-    :param pad_values: the sequence fields and their padding value (e.g. ``{"input_ids": tokenizer.pad_token_id,
-        "attention_mask": 0}``); an ``attention_mask`` is built when ``input_ids`` is padded and none is given.
-        Every other field is a per-example value (e.g. ``labels``) stacked as it is.
-    :param padding_side: ``"right"`` or ``"left"`` (decoders that generate pad on the left).
+    The batch width is the longest length of the first padded field (in the first example's key order; normally
+    ``input_ids``), so every padded field of an example must be as long as its ``input_ids``. Padded fields become
+    ``torch.long`` tensors of shape ``(batch, width)``; fields absent from ``pad_values`` are stacked as they are with
+    ``torch.tensor`` (one value per example: shape ``(batch,)``, dtype inferred, e.g. float regression scores).
+
+    :param examples: encoded examples (dicts of lists and scalars, as a ``TaskRun.examples`` split holds them), all
+        with the same keys; at least one (``ValueError`` otherwise).
+    :param pad_values: the sequence fields to pad and the value to pad each with, e.g. ``{"input_ids":
+        tokenizer.pad_token_id, "attention_mask": 0, "token_type_ids": tokenizer.pad_token_type_id}``. A key listed
+        here that an example lacks is ignored. An ``attention_mask`` (1 on tokens, 0 on padding) is built when
+        ``input_ids`` is padded and the examples have none.
+
+        **Token-level labels** (one per sub-token, as in a token-classification task) are a sequence field too: list
+        them as ``"labels": -100``. ``-100`` is the ``ignore_index`` of transformers' cross-entropy loss, so padding
+        positions then count neither in the loss nor in ``TaskRun.loss_units`` (labelled tokens are those
+        ``!= -100``), exactly like special tokens and non-first sub-tokens aligned to ``-100``. Left out of
+        ``pad_values``, a list of labels per example would be stacked unpadded and fail on ragged lengths.
+    :param padding_side: ``"right"`` (padding after the tokens) or ``"left"`` (before them; decoders that generate
+        pad on the left); usually ``tokenizer.padding_side``. Every padded field, labels included, is padded on this
+        side, so positions stay aligned.
     """
     if not examples:
         raise ValueError("pad_batch needs at least one example")
@@ -71,11 +87,21 @@ def argmax_predictions(
     device: str,
     progress: Any = None,
 ) -> tuple[list[Any], int]:
-    """Batched no-grad inference in eval mode: each example's ``logits.argmax(-1)`` as a Python value (a label id for
-    sequence heads, a list per token for token heads), in the examples' order, and the non-padding tokens seen.
+    """Batched no-grad inference in eval mode: each example's ``logits.argmax(-1)`` as a Python value, in the examples'
+    order, and the number of non-padding input tokens seen (the sum of the batches' ``attention_mask``).
 
-    Examples are batched by similar length (less padding) through ``run.collate``; labels are dropped before the
-    forward pass; the model's train/eval mode is restored afterwards. ``progress`` gets ``("eval", done, total)``.
+    - **Sequence heads** (logits ``(batch, labels)``): one label id (an ``int``) per example.
+    - **Token heads** (logits ``(batch, width, labels)``): a list of label ids per example, one per position of the
+      *padded* batch row, so its length is the width of the batch the example landed in, not the example's own
+      length. The caller drops the padding (the last ``width - n`` entries with right padding, the first
+      ``width - n`` with left padding, ``n = len(example["input_ids"])``) and then maps sub-tokens back to words,
+      typically reading each word's label off its first sub-token (``word_ids()`` of a fast tokenizer). Entries at
+      special tokens and at later sub-tokens are predictions too, to be ignored.
+
+    Examples are sorted by length (``len(example["input_ids"])``) and batched ``batch_size`` at a time through
+    ``run.collate``, which must return ``attention_mask``; ``labels`` are dropped before ``model(**batch)``, every
+    tensor moved to ``device``. The model's train/eval mode is restored afterwards. ``progress`` (optional) gets
+    ``("eval", done, total)`` after each batch.
     """
     order = sorted(range(len(examples)), key=lambda i: len(examples[i]["input_ids"]))
     predicted: list[Any] = [None] * len(examples)

@@ -45,6 +45,14 @@ def scores_data(tmp_path: Path) -> dict[str, Path]:
 
 
 @pytest.fixture
+def tagging_data(tmp_path: Path) -> dict[str, Path]:
+    """A small copy of the example tagging corpus: 128 training sentences, 32 validation, 64 test."""
+    from harness_example.tagging_corpus import write_corpus
+
+    return write_corpus(tmp_path / "tags", {"train": 128, "validation": 32, "test": 64})
+
+
+@pytest.fixture
 def harness_cli() -> list[str]:
     """The ``harness`` command of the interpreter running the tests (``python -m harness.cli``)."""
     return [sys.executable, "-m", "harness.cli"]

@@ -15,7 +15,7 @@ SUITE = Path(__file__).resolve().parents[1] / "suites" / "example.toml"
 def test_validate(example_plugin, harness_cli):
     done = subprocess.run([*harness_cli, "validate", str(SUITE)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "4 cells (0 skipped" in done.stdout
+    assert "6 cells (0 skipped" in done.stdout
 
 
 @pytest.mark.slow
@@ -34,18 +34,23 @@ def test_run_and_report(example_plugin, harness_cli, tmp_path):
         ("scores", "full", "ok"),
         ("sentiment", "bitfit", "ok"),
         ("sentiment", "full", "ok"),
+        ("tags", "bitfit", "ok"),
+        ("tags", "full", "ok"),
     ], [r["error"] for r in records]
     metrics = {(r["task"], r["strategy"]): r["metrics"] for r in records}
     assert metrics[("scores", "full")]["pearson"] > 0.5
     assert metrics[("sentiment", "full")]["accuracy"] > 0.5
+    assert metrics[("tags", "full")]["accuracy"] > 0.6
+    assert metrics[("tags", "full")]["unaligned_words"] == 0  # [tasks.tags.budget] max_length = 64 keeps every word
     report = subprocess.run(
         [*harness_cli, "report", str(out), "--format", "json"], capture_output=True, text=True, timeout=120
     )
     assert report.returncode == 0, report.stderr
     data = json.loads(report.stdout)
-    assert len(data["records"]) == 4
-    # bitfit against full, paired item by item: the task's per-item statistics of Pearson's r and of accuracy
+    assert len(data["records"]) == 6
+    # bitfit against full, paired item by item: the tasks' per-item statistics of Pearson's r and of accuracy
     [table] = data["tables"]
     methods = {tuple(c["cell"]): c["method"] for c in table["vs_baseline"]}
     assert methods[("scores", "bitfit")].startswith("paired approximate randomisation")
     assert methods[("sentiment", "bitfit")].startswith("paired approximate randomisation")
+    assert methods[("tags", "bitfit")].startswith("paired approximate randomisation")

@@ -1,9 +1,9 @@
 """The plugin module: what the entry point ``example = "harness_example.plugin"`` (group ``harness``) names.
 
 The harness imports this module in its main process (``harness plugins``, ``harness validate``, planning) and again in
-each cell's worker, then calls its hook implementations, which register one component each. Neither this module nor
-anything it imports at its top imports torch or transformers: the heavy code is imported inside the components'
-worker-side methods (``RegressionTask.setup``, ``BitFit.apply``).
+each cell's worker, then calls its hook implementations, which register the components (two tasks, one strategy).
+Neither this module nor anything it imports at its top imports torch or transformers: the heavy code is imported
+inside the components' worker-side methods (``RegressionTask.setup``, ``TaggingTask.setup``, ``BitFit.apply``).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from harness.hookspecs import hookimpl
 
 from .bitfit import BitFit
 from .regression import RegressionTask
+from .tagging import TaggingTask
 
 #: The hook API this plugin was written and tested against (``harness.hookspecs.API_VERSION``). A harness older than
 #: this refuses the plugin with a clear message instead of failing somewhere inside a cell.
@@ -23,6 +24,7 @@ HARNESS_API_VERSION = 2
 @hookimpl
 def harness_register_tasks(register: Any) -> None:
     register(RegressionTask())
+    register(TaggingTask())
 
 
 @hookimpl
