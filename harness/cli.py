@@ -10,11 +10,11 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from . import __version__
-from .errors import HarnessError
+from harness import __version__
+from harness.errors import HarnessError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .report import Rows
+    from harness.report.rows import Rows
 
 
 def _fail(exc: HarnessError) -> None:
@@ -43,7 +43,7 @@ def cli() -> None:
               help="Exit 1 when any plugin failed, conflicts, registers nothing, or defines unknown or unmarked hooks.")
 def plugins(as_json: bool, check: bool) -> None:
     """List installed plugins and the components they register."""
-    from .inventory import plugin_inventory, render_inventory
+    from harness.api.inventory import plugin_inventory, render_inventory
 
     inventory = plugin_inventory()
     if as_json:
@@ -58,9 +58,9 @@ def plugins(as_json: bool, check: bool) -> None:
 @click.argument("suite", type=click.Path(path_type=Path))
 def validate(suite: Path) -> None:
     """Check a suite file (plugins, keys, types, files) without loading any model."""
-    from .host import PluginHost
-    from .plan import budget_warnings, plan
-    from .suite import load_suite
+    from harness.api.host import PluginHost
+    from harness.planning.plan import budget_warnings, plan
+    from harness.planning.suite import load_suite
 
     host = PluginHost.load()
     for problem in host.problems:
@@ -91,7 +91,7 @@ def validate(suite: Path) -> None:
               help="Ray cluster the ray executor connects to (sets RAY_ADDRESS). Default: a local Ray instance.")
 def run(suite: Path, address: str | None, **options: Any) -> None:
     """Run every task × strategy × model × seed cell of SUITE, each in its own process."""
-    from .runner import RunOptions, run_suite
+    from harness.run.runner import RunOptions, run_suite
 
     if address is not None:
         if not address.strip():
@@ -125,9 +125,9 @@ def report(
     alpha: float, resamples: int, plots_dir: Path | None,
 ) -> None:
     """Compare the records in RESULTS: rows are tasks, columns strategies, one table per model (by default)."""
-    from .host import PluginHost
-    from .report import load_rows
-    from .reporting import ReportOptions, build_report
+    from harness.api.host import PluginHost
+    from harness.report.reporting import ReportOptions, build_report
+    from harness.report.rows import load_rows
 
     host = PluginHost.load()
     reporter = host.reporter(fmt)
@@ -138,7 +138,7 @@ def report(
     if plots_dir is not None:
         from dataclasses import replace
 
-        from .figures import write_report_plots
+        from harness.report.figures import write_report_plots
 
         try:
             written = write_report_plots(built, plots_dir)
@@ -176,9 +176,9 @@ def report(
               help="Resamples of the paired approximate randomisation test.")
 def compare(a: Path, b: Path, fmt: str, output: Path | None, metric: str | None, alpha: float, resamples: int) -> None:
     """Compare two results directories A and B cell by cell: Δ = B − A, significance, cost ratios."""
-    from . import compare as comparing
-    from .host import PluginHost
-    from .report import load_rows
+    from harness.api.host import PluginHost
+    from harness.report import compare as comparing
+    from harness.report.rows import load_rows
 
     host = PluginHost.load()
     rows_a, rows_b = _loaded(load_rows(a)), _loaded(load_rows(b))
@@ -197,7 +197,7 @@ def compare(a: Path, b: Path, fmt: str, output: Path | None, metric: str | None,
 
 
 def _loaded(rows: Rows) -> Rows:
-    """``rows`` (:func:`harness.report.load_rows`), its warnings (unreadable records) printed to stderr."""
+    """``rows`` (:func:`harness.report.rows.load_rows`), its warnings (unreadable records) printed to stderr."""
     for warning in rows.warnings:
         click.echo(f"warning: {warning}", err=True)
     return rows

@@ -36,10 +36,10 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
-from harness.components import CellContext, CheckContext, Strategy, Task, TaskRun
+from harness.api.components import CellContext, CheckContext, Strategy, Task, TaskRun
+from harness.api.hookspecs import hookimpl
+from harness.api.options import Option
 from harness.errors import HarnessError, Problem
-from harness.hookspecs import hookimpl
-from harness.options import Option
 
 #: The name of the adapter inside the model (and in the saved ``adapter_config.json``).
 ADAPTER_NAME = "harness"

@@ -9,10 +9,10 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from harness.components import CellContext, Strategy, TaskRun
+from harness.api.components import CellContext, Strategy, TaskRun
+from harness.api.hookspecs import hookimpl
+from harness.api.options import Option
 from harness.errors import HarnessError
-from harness.hookspecs import hookimpl
-from harness.options import Option
 
 #: Module names of the repeated blocks of common architectures: ``bert.encoder.layer.3``, ``model.layers.3``
 #: (Llama, Qwen), ``transformer.h.3`` (GPT-2), ``encoder.block.3`` (T5), ``transformer.layer.3`` (DistilBERT).

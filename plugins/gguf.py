@@ -25,11 +25,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
-from harness.components import CellContext, CheckContext, LoadedModel, ModelSize, ModelSource
+from harness.api.components import CellContext, CheckContext, LoadedModel, ModelSize, ModelSource, dtype_bytes
+from harness.api.hookspecs import hookimpl
+from harness.api.options import REQUIRED, Option
 from harness.errors import HarnessError, Problem
-from harness.estimates import dtype_bytes
-from harness.hookspecs import hookimpl
-from harness.options import REQUIRED, Option
 
 DEFAULT_CACHE = "~/.cache/harness/gguf"
 _MIB = 1 << 20

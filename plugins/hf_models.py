@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from transformers import AutoConfig, AutoTokenizer
 
-from harness.components import LoadedModel
+from harness.api.components import LoadedModel
 
 _DTYPES: dict[str, Any] = {
     "float32": torch.float32,

@@ -1,9 +1,9 @@
 """In-context learning without training: ``zero_shot`` and ``few_shot``.
 
 Both evaluate a decoder or encoder-decoder model as it is, through the task's text-to-text prompt templates
-(:mod:`harness.prompts`): label scoring (or generation, per the task's ``decision``) for classification, generation
+(:mod:`harness.tasklib.prompts`): label scoring (or generation, per the task's ``decision``) for classification, generation
 for NER, translation and summarization. ``few_shot`` puts ``k`` demonstrations drawn from train by the cell's seed
-before each prompt (:mod:`harness.incontext`: drawn per evaluated example, never the example itself); ``k`` may be a
+before each prompt (:mod:`harness.tasklib.incontext`: drawn per evaluated example, never the example itself); ``k`` may be a
 list, giving one cell per value — a k-shot learning curve — named ``few_shot@k=N``. Nothing trains, so their whole
 cost is inference: records carry the prompt tokens (``evaluation.tokens``, ``tokens_per_sample``), the demonstrations
 used per prompt (``evaluation.shots``; fewer than ``k`` only where the prompt would exceed ``budget.max_length``),
@@ -17,10 +17,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from harness.components import CellContext, CheckContext, Strategy, Task, TaskRun
+from harness.api.components import CellContext, CheckContext, Strategy, Task, TaskRun
+from harness.api.hookspecs import hookimpl
+from harness.api.options import Option
 from harness.errors import Problem
-from harness.hookspecs import hookimpl
-from harness.options import Option
 
 GENERATIVE = frozenset({"decoder", "encoder-decoder"})
 

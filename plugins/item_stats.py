@@ -1,6 +1,6 @@
 """Shared pieces of the built-in tasks' per-item statistics (``Task.item_statistics``; light: numpy only, no torch).
 
-A task turns a cell's saved prediction rows into :class:`harness.stats.ItemStats`: one row of additive statistics per
+A task turns a cell's saved prediction rows into :class:`harness.report.stats.ItemStats`: one row of additive statistics per
 test item, whose column sums give back the metric the task recorded. The helpers here read the fields every task's
 rows share (``id``, the references) and build the common shape "a mean of per-item values" (``[value, 1]`` per item).
 """
@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:  # pragma: no cover
-    from harness.stats import ItemStats
+    from harness.api.itemstats import ItemStats
 
 
 def row_ids(rows: Sequence[Mapping[str, Any]]) -> tuple[str, ...] | None:
@@ -52,7 +52,7 @@ def ratios(sums: np.ndarray) -> np.ndarray:
 def mean_stats(ids: tuple[str, ...], values: Sequence[float]) -> ItemStats:
     """Per-item statistics of a metric that is the mean over items of ``values`` (one number per item):
     columns ``[value, 1]``, metric ``sum(value) / count``."""
-    from harness.stats import ItemStats
+    from harness.api.itemstats import ItemStats
 
     columns = np.column_stack([np.asarray(values, dtype=np.float64), np.ones(len(values))])
     return ItemStats(ids=ids, values=columns, metric=ratio, vectorized=ratios)

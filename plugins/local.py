@@ -1,6 +1,6 @@
 """The ``local`` executor: every cell in its own process on this machine.
 
-On GPUs, :class:`harness.scheduler.Planner` places the cells: longest first, one per GPU at a time, or up to
+On GPUs, :class:`harness.run.scheduler.Planner` places the cells: longest first, one per GPU at a time, or up to
 ``[suite] max_cells_per_gpu`` on one GPU while their memory estimates fit; every worker has ``CUDA_VISIBLE_DEVICES``
 pinned to its one GPU (cells sharing a GPU all see that GPU). Without a GPU, ``--jobs`` cells at once on the CPU
 (longest first when earlier records tell durations, else in plan order), each with
@@ -20,15 +20,15 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from harness.components import Executor
-from harness.devices import Device, cpu_device
-from harness.hookspecs import hookimpl
-from harness.runner import describe_exit
-from harness.scheduler import Demand, Planner
+from harness.api.components import Executor
+from harness.api.hookspecs import hookimpl
+from harness.run.devices import Device, cpu_device
+from harness.run.runner import describe_exit
+from harness.run.scheduler import Demand, Planner
 
 if TYPE_CHECKING:  # pragma: no cover
-    from harness.plan import Cell
-    from harness.runner import SuiteRun
+    from harness.api.cells import Cell
+    from harness.run.runner import SuiteRun
 
 PR_SET_PDEATHSIG = 1
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")

@@ -27,10 +27,10 @@ import re
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from harness.components import CellContext, CheckContext, Strategy, Task, TaskRun
+from harness.api.components import CellContext, CheckContext, Strategy, Task, TaskRun
+from harness.api.hookspecs import hookimpl
+from harness.api.options import Option, did_you_mean
 from harness.errors import Problem
-from harness.hookspecs import hookimpl
-from harness.options import Option, did_you_mean
 
 from .peft_fields import peft_fields
 

@@ -33,9 +33,9 @@ import peft
 import torch
 from peft import get_peft_model
 
-from harness.components import CellContext, TaskRun
+from harness.api.components import CellContext, TaskRun
+from harness.api.options import did_you_mean
 from harness.errors import HarnessError
-from harness.options import did_you_mean
 
 from .peft_strategies import ENCODER_TASKS
 
@@ -145,7 +145,7 @@ def hidden_size(model: Any) -> int:
 
 def planned_steps(run: TaskRun, ctx: CellContext) -> int:
     """Optimizer steps the cell's budget asks for (AdaLoRA's ``total_step``)."""
-    from harness.training import total_steps
+    from harness.api.budget import total_steps
 
     return max(1, total_steps(len(run.examples("train")), ctx.budget))
 

@@ -31,12 +31,12 @@ from typing import TYPE_CHECKING, Any
 
 from harness_plugins.local import cpu_cores
 
-from harness.components import Executor
-from harness.devices import Device
+from harness.api.components import Executor
+from harness.api.hookspecs import hookimpl
 from harness.errors import HarnessError
-from harness.hookspecs import hookimpl
-from harness.runner import describe_exit
-from harness.store import LOG
+from harness.results.store import LOG
+from harness.run.devices import Device
+from harness.run.runner import describe_exit
 
 from .ray_task import (  # noqa: F401  (re-exported: the task side, as this module exported it)
     FORWARDED_ENV,
@@ -50,8 +50,8 @@ from .ray_task import (  # noqa: F401  (re-exported: the task side, as this modu
 )
 
 if TYPE_CHECKING:  # pragma: no cover
-    from harness.plan import Cell
-    from harness.runner import SuiteRun
+    from harness.api.cells import Cell
+    from harness.run.runner import SuiteRun
 
 INSTALL_HINT = "the ray executor needs Ray: pip install 'tuning-harness[ray]'"
 #: Seconds to wait for a ``HOST:PORT`` cluster address to accept a connection.

@@ -22,10 +22,8 @@ from typing import Any
 
 from harness_plugins.local import _die_with_parent, _signal_group
 
-from harness.devices import Device
-from harness.progress import PROGRESS_FILE
-from harness.runner import SPEC
-from harness.store import LOG
+from harness.results.store import LOG, PROGRESS_FILE, SPEC
+from harness.run.devices import Device
 
 #: Environment variables of the harness passed on to every cell (besides every ``HARNESS_*``): a node's own
 #: environment applies otherwise.

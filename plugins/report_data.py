@@ -5,16 +5,16 @@ CSV, one line per cell × figure × statistic, columns :data:`CSV_COLUMNS`:
 - per seed (``seed`` set, ``statistic`` = ``value``): every numeric metric, then ``params.*``, ``timing.*`` and
   ``memory.*``; a cell without figures (failed, skipped) gets one line with empty ``metric`` and ``value``;
 - per (model, task, strategy) over its ok seeds (``seed`` empty, ``status`` = ``aggregate``): the quality metric and
-  each ``cost.*`` figure of :data:`harness.analysis.COST_FIGURES` with ``statistic`` ``mean``, ``std``, ``n``,
+  each ``cost.*`` figure of :data:`harness.report.analysis.COST_FIGURES` with ``statistic`` ``mean``, ``std``, ``n``,
   ``ci_low``, ``ci_high``; and for the quality metric the tests of its table: ``delta_vs_best``, ``p_vs_best``,
   ``p_vs_best_holm``, ``delta_vs_baseline``, ``p_vs_baseline``, ``p_vs_baseline_holm`` (missing p-values are left
   out: see the JSON's ``note``).
 
 JSON: one object, ``{"schema_version", "options", "methods", "environment", "pending", "records", "groups",
 "tables"}`` (``pending``: planned cells without a record yet):
-``records`` are the cells' records (:mod:`harness.records`), ``groups`` the aggregates
-(:meth:`harness.analysis.Group.to_json`), ``tables`` the pivots with every comparison's method, p-value and
-Holm-corrected p-value (:meth:`harness.analysis.Table.to_json`).
+``records`` are the cells' records (:mod:`harness.results.records`), ``groups`` the aggregates
+(:meth:`harness.report.analysis.Group.to_json`), ``tables`` the pivots with every comparison's method, p-value and
+Holm-corrected p-value (:meth:`harness.report.analysis.Table.to_json`).
 """
 
 from __future__ import annotations
@@ -26,11 +26,11 @@ from collections.abc import Iterator, Mapping
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
-from harness.components import Reporter
+from harness.api.components import Reporter
 
 if TYPE_CHECKING:  # pragma: no cover
-    from harness.analysis import Comparison
-    from harness.reporting import Report
+    from harness.report.analysis import Comparison
+    from harness.report.reporting import Report
 
 #: Record sections whose numeric fields the CSV reporter writes as ``section.field`` figures.
 CSV_SECTIONS = ("params", "timing", "memory")
@@ -103,7 +103,7 @@ class CsvReporter(Reporter):
 class JsonReporter(Reporter):
     name = "json"
     description = (
-        "JSON object: records (one per cell, the stable contract; see harness.records), groups (aggregates), "
+        "JSON object: records (one per cell, the stable contract; see harness.results.records), groups (aggregates), "
         "tables (comparisons with methods and p-values), environment, methods"
     )
 

@@ -8,7 +8,7 @@ skipped: its "not shown" note instead); then the methods and footnotes, the plot
 environment summary and the failed cells with their full errors.
 
 Plots: the report's ``.svg`` plots (``harness report --plots DIR``) or, when it has none, the plots drawn for the
-page into a temporary folder (:func:`harness.figures.write_report_plots`), inlined as ``<svg>`` elements under a
+page into a temporary folder (:func:`harness.report.figures.write_report_plots`), inlined as ``<svg>`` elements under a
 heading per task, their XML prolog, comments and metadata removed and their ids prefixed per plot (so that
 several plots on the page share no id).
 
@@ -25,16 +25,16 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from harness.components import Reporter
-from harness.figures import write_report_plots
-from harness.plots import plot_stem
-from harness.report import (
+from harness.api.components import Reporter
+from harness.report.figures import write_report_plots
+from harness.report.plots import plot_stem
+from harness.report.rows import pending_note
+from harness.report.tables import (
     MEMORY_LEGEND,
     CellText,
     Footnotes,
     cost_table,
     omitted_notes,
-    pending_note,
     table_cells,
     table_title,
 )
@@ -42,8 +42,8 @@ from harness.report import (
 from .report_latex import best_of, quality_words, table_slugs
 
 if TYPE_CHECKING:  # pragma: no cover
-    from harness.analysis import Table
-    from harness.reporting import Report
+    from harness.report.analysis import Table
+    from harness.report.reporting import Report
 
 _STYLE = """
 body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #1b1b1b;
@@ -68,7 +68,7 @@ dl.env { display: grid; grid-template-columns: max-content auto; gap: .2rem 1rem
   table, figure { break-inside: avoid; } h2, h3 { break-after: avoid; }
 }
 """
-#: The order of a (task, model)'s plots on the page (see :mod:`harness.plots`); other names follow.
+#: The order of a (task, model)'s plots on the page (see :mod:`harness.report.plots`); other names follow.
 PLOT_ORDER = ("quality-vs-trainable", "quality-vs-memory", "quality-vs-train-time", "quality-vs-k", "step-times")
 _MARK = re.compile(r"\[(\d+)\]")
 _PROLOG = re.compile(r"<\?xml.*?\?>|<!DOCTYPE[^>]*>|<!--.*?-->|<metadata>.*?</metadata>", re.S | re.I)
@@ -152,7 +152,7 @@ def _scoped_svg(svg: str, prefix: str) -> str:
 
 def report_svgs(report: Report) -> list[tuple[str, str]]:
     """(file stem, SVG markup) of the report's ``.svg`` plots; when it has none, of the plots drawn for it into a
-    temporary folder (:func:`harness.figures.write_report_plots`)."""
+    temporary folder (:func:`harness.report.figures.write_report_plots`)."""
     paths = [Path(p) for p in report.plots if Path(p).suffix.lower() == ".svg"]
     if paths:
         return [(p.stem, p.read_text("utf-8")) for p in paths]

@@ -22,21 +22,21 @@ import unicodedata
 from collections import Counter
 from typing import TYPE_CHECKING
 
-from harness.components import Reporter
-from harness.report import (
+from harness.api.components import Reporter
+from harness.report.rows import pending_note
+from harness.report.tables import (
     MEMORY_LEGEND,
     CellText,
     Footnotes,
     cost_table,
     omitted_notes,
-    pending_note,
     table_cells,
     table_title,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
-    from harness.analysis import Table
-    from harness.reporting import Report
+    from harness.report.analysis import Table
+    from harness.report.reporting import Report
 
 #: The LaTeX packages a fragment of :class:`LatexReporter` needs.
 LATEX_PACKAGES = ("booktabs", "amsmath", "graphicx")

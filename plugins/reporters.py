@@ -1,6 +1,6 @@
 """Built-in text reporters of ``harness report``: ``table`` (terminal), ``markdown``, ``csv`` (tidy) and ``json``.
 
-Each renders a :class:`harness.reporting.Report`: per table (one per model by default) the quality pivot — cells
+Each renders a :class:`harness.report.reporting.Report`: per table (one per model by default) the quality pivot — cells
 ``mean ± std`` over ok seeds, ``(n=k)``, Δ against the baseline, ``*`` on the best of a row (bold in markdown), ``†``
 on those not significantly worse than it — then the cost table, the methods and the footnotes. A page whose every
 cell was planned as skipped gets no tables, only its "not shown" note. Light at import: tabulate is imported when a
@@ -13,15 +13,15 @@ import textwrap
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from harness.components import Reporter
-from harness.hookspecs import hookimpl
-from harness.report import (
+from harness.api.components import Reporter
+from harness.api.hookspecs import hookimpl
+from harness.report.rows import pending_note
+from harness.report.tables import (
     MEMORY_LEGEND,
     CellText,
     Footnotes,
     cost_table,
     omitted_notes,
-    pending_note,
     table_cells,
     table_title,
 )
@@ -31,8 +31,8 @@ from .report_html import HtmlReporter
 from .report_latex import LatexReporter
 
 if TYPE_CHECKING:  # pragma: no cover
-    from harness.analysis import Table
-    from harness.reporting import Report
+    from harness.report.analysis import Table
+    from harness.report.reporting import Report
 
 #: Terminal width the ``table`` reporter fits in.
 WIDTH = 100

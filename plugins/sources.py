@@ -14,13 +14,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from harness.components import FAMILIES, CellContext, CheckContext, ModelSize, ModelSource
+from harness.api.components import FAMILIES, CellContext, CheckContext, ModelSize, ModelSource, dtype_bytes
+from harness.api.hookspecs import hookimpl
+from harness.api.options import REQUIRED, Option
+from harness.api.paths import offline, resolve_path
 from harness.errors import HarnessError, Problem
-from harness.estimates import dtype_bytes
-from harness.hookspecs import hookimpl
-from harness.options import REQUIRED, Option
-from harness.paths import resolve_path
-from harness.suite import offline
 
 if TYPE_CHECKING:  # pragma: no cover
     from .hf_models import PretrainedModel, TinyModel

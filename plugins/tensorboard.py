@@ -50,9 +50,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
-from harness.components import Reporter
+from harness.api.components import Reporter
+from harness.api.hookspecs import hookimpl
 from harness.errors import HarnessError
-from harness.hookspecs import hookimpl
 
 #: Name of the one event file in each run directory (TensorBoard reads files whose name contains ``tfevents``).
 EVENT_FILE = "events.out.tfevents.harness"
@@ -236,7 +236,7 @@ class TensorBoardReporter(Reporter):
     def write(self, report: Any, directory: Path) -> list[Path]:
         """Write one run directory per ok or failed cell of ``report`` under ``directory``; return the event files.
 
-        :param report: a :class:`harness.analysis.Report` (``rows``: record dicts; ``cell_dir(row)``: the cell's
+        :param report: a :class:`harness.report.analysis.Report` (``rows``: record dicts; ``cell_dir(row)``: the cell's
             folder or None).
         :raises HarnessError: a run directory cannot be written, or a cell's ``steps.json`` is unreadable.
         """

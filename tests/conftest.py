@@ -14,7 +14,7 @@ sys.path.insert(0, str(ROOT / "tests"))  # test-only plugin modules (toy_plugin)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-# Validation remembers data files it has read (harness.datacheck): tests keep that out of the user's cache.
+# Validation remembers data files it has read (harness.tasklib.datacheck): tests keep that out of the user's cache.
 os.environ.setdefault("HARNESS_CACHE_DIR", tempfile.mkdtemp(prefix="harness-test-cache-"))
 
 
@@ -40,7 +40,7 @@ def toy_host(monkeypatch):
     """A plugin host with only the toy plugin (no entry points)."""
     import toy_plugin
 
-    from harness.host import PluginHost
+    from harness.api.host import PluginHost
 
     monkeypatch.setenv("HARNESS_LOAD_PLUGINS", "")
     return PluginHost.load(extra=[("toy", toy_plugin)])

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from harness.budget import Budget
-from harness.components import CellContext
-from harness.plan import Cell
+from harness.api.budget import Budget
+from harness.api.cells import Cell
+from harness.api.components import CellContext
 
 
 def make_cell(**changes: Any) -> Cell:

@@ -19,9 +19,9 @@ import sys
 import time
 from pathlib import Path
 
-from harness.components import ModelSource, Strategy, Task
-from harness.hookspecs import hookimpl
-from harness.options import Option
+from harness.api.components import ModelSource, Strategy, Task
+from harness.api.hookspecs import hookimpl
+from harness.api.options import Option
 
 FAKES = Path(__file__).resolve()
 BEHAVIOURS = ("ok", "raise", "segfault", "exit", "hang", "stubborn", "wrong-key")
@@ -86,7 +86,7 @@ def harness_register_model_sources(register):
 
 def fake_host():
     """A plugin host with the entry points allowed by the environment plus this module."""
-    from harness.host import PluginHost
+    from harness.api.host import PluginHost
 
     return PluginHost.load(extra=[("fakes", sys.modules[__name__])])
 
@@ -129,8 +129,8 @@ def _event(root: Path, **data) -> None:
 
 
 def worker_main(spec_path: str) -> None:
-    from harness.plan import Cell
-    from harness.records import Record, write_json_atomic
+    from harness.api.cells import Cell
+    from harness.results.records import Record, write_json_atomic
 
     spec = json.loads(Path(spec_path).read_text())
     cell = Cell.from_json(spec["cell"])
@@ -183,10 +183,10 @@ def worker_main(spec_path: str) -> None:
 def harness_main(args: list[str]) -> None:
     import functools
 
-    import harness.runner
+    import harness.run.runner
     from harness.cli import main
 
-    harness.runner.run_suite = functools.partial(harness.runner.run_suite, host=fake_host(), worker_argv=fake_argv)
+    harness.run.runner.run_suite = functools.partial(harness.run.runner.run_suite, host=fake_host(), worker_argv=fake_argv)
     sys.argv = ["harness", *args]
     main()
 

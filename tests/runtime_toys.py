@@ -10,9 +10,9 @@ import random
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from harness.components import EvalResult, LoadedModel, ModelSource, Strategy, Task, TaskRun
-from harness.hookspecs import hookimpl
-from harness.options import Option
+from harness.api.components import EvalResult, LoadedModel, ModelSource, Strategy, Task, TaskRun
+from harness.api.hookspecs import hookimpl
+from harness.api.options import Option
 
 VOCAB = 100
 PAD, CLS = 0, 1

@@ -18,19 +18,19 @@ from click.testing import CliRunner
 from harness_plugins.reporters import CsvReporter, JsonReporter, TableReporter
 from scipy import stats as sps
 
-from harness import stats
-from harness.analysis import group_rows
-from harness.budget import Budget
+from harness.api.budget import Budget
+from harness.api.cells import Cell
+from harness.api.components import Reporter, Task
+from harness.api.hookspecs import hookimpl
 from harness.cli import cli
-from harness.components import Reporter, Task
 from harness.errors import HarnessError
-from harness.figures import plot_points, step_times
-from harness.hookspecs import hookimpl
-from harness.plan import Cell
-from harness.records import Memory, Params, Record, Timing
-from harness.report import load_rows
-from harness.reporting import Report, ReportOptions, build_report, environment_summary
-from harness.store import PREDICTIONS, STEPS, ResultStore
+from harness.report import stats
+from harness.report.analysis import group_rows
+from harness.report.figures import plot_points, step_times
+from harness.report.reporting import Report, ReportOptions, build_report, environment_summary
+from harness.report.rows import load_rows
+from harness.results.records import Memory, Params, Record, Timing
+from harness.results.store import PREDICTIONS, STEPS, ResultStore
 
 MIB = 2**20
 T_975_2 = 4.302652729749463  # Student t quantile, 0.975, 2 degrees of freedom
@@ -527,7 +527,7 @@ def test_cli_json_tables_carry_the_tests(results, monkeypatch):
 
 def add_plugin(monkeypatch, **hooks: Any) -> None:
     """Every PluginHost the CLI loads also gets a plugin module with these ``harness_register_*`` hooks."""
-    from harness.host import PluginHost
+    from harness.api.host import PluginHost
 
     plugin = types.ModuleType("report_test_plugin")
     for name, hook in hooks.items():
@@ -584,7 +584,7 @@ def test_json_report_is_plain_json_with_numbers(results):
 
 
 def test_a_nan_metric_is_no_value_and_never_the_best():
-    from harness.analysis import build_tables, group_rows, rows_by_group
+    from harness.report.analysis import build_tables, group_rows, rows_by_group
 
     rows = [
         {"key": f"{s}{seed}", "model": "m", "task": "t", "strategy": s, "seed": seed, "status": "ok",

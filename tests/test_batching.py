@@ -6,7 +6,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from harness.batching import pad_batch  # noqa: E402
+from harness.tasklib.batching import pad_batch  # noqa: E402
 
 EXAMPLES = [
     {"input_ids": [5, 6, 7], "token_type_ids": [0, 0, 1], "labels": 1},
@@ -46,7 +46,7 @@ def test_bad_arguments():
 def test_argmax_predictions_in_example_order_without_labels_and_mode_restored():
     from types import SimpleNamespace
 
-    from harness.batching import argmax_predictions
+    from harness.tasklib.batching import argmax_predictions
 
     class Echo(torch.nn.Module):
         """Predicts each example's length parity; fails if labels reach it."""

@@ -13,14 +13,15 @@ import pytest
 import runtime_toys as rt
 import torch
 
-from harness.budget import Budget
-from harness.cell import count_params, run_cell, write_predictions
-from harness.envinfo import collect, cpu_model, git_commit
+from harness.api.budget import Budget
+from harness.api.cells import Cell
+from harness.api.host import EXTRA_ENV, LOAD_ENV, PluginHost
 from harness.errors import HarnessError
-from harness.host import EXTRA_ENV, LOAD_ENV, PluginHost
-from harness.plan import Cell
-from harness.records import Record, read_record
-from harness.worker import ProgressFile, describe_error, main
+from harness.results.records import Record, read_record
+from harness.worker.cell import count_params, run_cell, write_predictions
+from harness.worker.envinfo import collect, cpu_model, git_commit
+from harness.worker.main import ProgressFile, main
+from harness.worker.oom import describe_error
 
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent

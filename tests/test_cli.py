@@ -132,8 +132,8 @@ def test_model_path_that_is_a_file_and_an_unwritable_report(suite_dir):
     assert_usage_error(harness("validate", str(path)), "models.tiny.path", "config.json")
     from helpers import make_cell
 
-    from harness.records import cell_record
-    from harness.store import ResultStore
+    from harness.results.records import cell_record
+    from harness.results.store import ResultStore
 
     cell = make_cell()
     ResultStore(suite_dir / "results").write(cell, cell_record(cell, "ok", metrics={"accuracy": 0.5}))

@@ -8,13 +8,13 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from harness import compare as comparing
-from harness.budget import Budget
+from harness.api.budget import Budget
+from harness.api.cells import Cell
 from harness.cli import cli
-from harness.plan import Cell
-from harness.records import Params, Record, Timing, write_json_atomic
-from harness.report import load_rows
-from harness.store import ResultStore
+from harness.report import compare as comparing
+from harness.report.rows import load_rows
+from harness.results.records import Params, Record, Timing, write_json_atomic
+from harness.results.store import ResultStore
 
 ITEMS = 200
 SEEDS = (0, 1, 2)
@@ -83,7 +83,7 @@ def test_a_large_consistent_gap_is_significant_and_marked(tmp_path, monkeypatch)
     results(tmp_path / "a", {"full": 60, "lora": 100})
     results(tmp_path / "b", {"full": 180, "lora": 101}, train_s=20.0, torch="2.11.0+cu130")
     rows_a, rows_b = load_rows(tmp_path / "a"), load_rows(tmp_path / "b")
-    from harness.host import PluginHost
+    from harness.api.host import PluginHost
 
     host = PluginHost.load()
     pairs = comparing.compare(rows_a, rows_b, task_lookup=host.task, resamples=2000)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness import compute
+from harness.worker import compute
 
 
 def test_peak_table_finds_the_most_specific_name_and_the_dtype():
@@ -131,7 +131,7 @@ class FakeMeter:
 
 
 def test_energy_and_mfu_are_wired_into_the_cell_state(monkeypatch):
-    from harness import cell
+    from harness.worker import cell
 
     monkeypatch.setattr(compute, "energy_meter", FakeMeter)
     assert cell._energy_meter("cpu") is None  # no GPU, no counter

@@ -7,9 +7,9 @@ import sys
 
 import pytest
 
-from harness import devices
-from harness.devices import Device, discover_devices, parse_nvidia_smi, visible_gpus
 from harness.errors import HarnessError
+from harness.run import devices
+from harness.run.devices import Device, discover_devices, parse_nvidia_smi, visible_gpus
 
 SMI = "0, NVIDIA H100 80GB HBM3, 81559\n1, NVIDIA H100 80GB HBM3, 81559\n2, Tesla T4, 15360\n"
 
@@ -122,6 +122,6 @@ def test_nvidia_smi_is_called_with_the_documented_query_and_a_timeout(monkeypatc
 
 
 def test_discovery_imports_no_torch():
-    code = "import sys, harness.devices as d; d.discover_devices(); print('torch' in sys.modules)"
+    code = "import sys, harness.run.devices as d; d.discover_devices(); print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -36,9 +36,9 @@ from typing import Any
 
 import pytest
 
-from harness import suite as suite_module
-from harness.budget import BUDGET_OPTIONS, Budget
-from harness.options import Option
+from harness.api.budget import BUDGET_OPTIONS, Budget
+from harness.api.options import Option
+from harness.planning import suite as suite_module
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
@@ -100,7 +100,7 @@ def option_table(section: str, options: Iterable[Option]) -> str:
 
 def builtin_host() -> Any:
     """The plugin host as installed, for the built-in components (third-party plugins are left out by the callers)."""
-    from harness.host import PluginHost
+    from harness.api.host import PluginHost
 
     return PluginHost.load()
 
@@ -234,7 +234,7 @@ def test_declaration_keys_are_what_load_suite_accepts(tmp_path, toy_host):
     """Each model, task and strategy table takes its plugin key and ``budget``; the other sections' plugin key is
     refused (so the copy in :data:`DECLARATION_KEYS` matches ``load_suite``)."""
     from harness.errors import ValidationError
-    from harness.suite import load_suite
+    from harness.planning.suite import load_suite
 
     (tmp_path / "data.txt").write_text("x\n", encoding="utf-8")
     base = {
@@ -261,7 +261,7 @@ def test_declaration_keys_are_what_load_suite_accepts(tmp_path, toy_host):
 # -- (b) the record schema ----------------------------------------------------------------------------------------
 def record_sections() -> dict[str, dict[str, str]]:
     """Section -> field -> the dataclass annotation (``""`` where the docs give no checked type)."""
-    from harness.records import Compute, Evaluation, Memory, Params, Record, Timing, Training
+    from harness.results.records import Compute, Evaluation, Memory, Params, Record, Timing, Training
 
     sections = {
         name: {f.name: str(f.type) for f in dataclasses.fields(cls)}
@@ -281,12 +281,12 @@ def other_record_keys() -> dict[str, list[str]]:
 
     from harness_plugins.report_data import JsonReporter
 
-    from harness.analysis import Comparison, Group, Table
-    from harness.plan import Cell
-    from harness.report import Rows
-    from harness.reporting import build_report
-    from harness.stats import Describe, TestResult
-    from harness.store import ResultStore
+    from harness.api.cells import Cell
+    from harness.report.analysis import Comparison, Group, Table
+    from harness.report.reporting import build_report
+    from harness.report.rows import Rows
+    from harness.report.stats import Describe, TestResult
+    from harness.results.store import ResultStore
 
     cell = Cell(
         suite="s", task="t", task_type="t", task_options={}, strategy="s", strategy_type="s", strategy_options={},
@@ -299,9 +299,9 @@ def other_record_keys() -> dict[str, list[str]]:
         store = ResultStore(Path(tmp))
         store.write_plan([cell], "suite.toml", "0" * 64)
         plan = json.loads((Path(tmp) / "plan.json").read_text(encoding="utf-8"))
-        from harness.devices import cpu_device
-        from harness.runner import SuiteRun
-        from harness.scheduler import Interval
+        from harness.run.devices import cpu_device
+        from harness.run.runner import SuiteRun
+        from harness.run.scheduler import Interval
 
         run = SuiteRun(cells=[], store=store, devices=[cpu_device()], suite_path=Path("s.toml"), suite_sha256="0" * 64)
         run.intervals.append(Interval("c", "cpu", 0.0, 1.0, "ok"))
@@ -349,7 +349,7 @@ def test_records_reference_gives_each_record_field_its_type():
 def test_records_reference_names_the_schema_versions():
     from harness_plugins.report_data import REPORT_SCHEMA_VERSION
 
-    from harness.records import SCHEMA_VERSION
+    from harness.results.records import SCHEMA_VERSION
 
     text = RECORDS.read_text(encoding="utf-8")
     assert f"schema version {SCHEMA_VERSION}" in text
@@ -385,7 +385,7 @@ def test_cli_reference_documents_every_command_and_option_and_no_other():
 
 
 def test_cli_reference_names_every_harness_environment_variable():
-    sources = [*ROOT.joinpath("harness").glob("*.py"), *ROOT.joinpath("plugins").rglob("*.py")]
+    sources = [*ROOT.joinpath("harness").rglob("*.py"), *ROOT.joinpath("plugins").rglob("*.py")]
     variables = {v for path in sources for v in re.findall(r"\bHARNESS_[A-Z_]+\b", path.read_text(encoding="utf-8"))}
     variables -= {"HARNESS_API_VERSION"}  # a module attribute plugins declare, not an environment variable
     text = CLI.read_text(encoding="utf-8")

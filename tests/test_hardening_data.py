@@ -23,14 +23,15 @@ from harness_plugins.summarization import SummarizationTask
 from harness_plugins.translation import TranslationTask
 from test_cli import assert_usage_error
 
-from harness.budget import Budget
-from harness.components import CheckContext
-from harness.datacheck import DATA_WARNINGS
-from harness.datafiles import MAX_LINE_BYTES, head_text, read_text
+from harness.api.budget import Budget
+from harness.api.cells import MAX_ID_IN_DIRNAME
+from harness.api.components import CheckContext
+from harness.api.options import check_options
 from harness.errors import HarnessError
-from harness.options import check_options
-from harness.plan import MAX_ID_IN_DIRNAME, plan
-from harness.suite import MAX_NAME, load_suite
+from harness.planning.plan import plan
+from harness.planning.suite import MAX_NAME, load_suite
+from harness.tasklib.datacheck import DATA_WARNINGS
+from harness.tasklib.datafiles import MAX_LINE_BYTES, head_text, read_text
 
 ROOT = Path(__file__).resolve().parents[1]
 TASKS = {"classification": ClassificationTask(), "ner": NerTask(), "translation": TranslationTask(),
@@ -122,7 +123,7 @@ def resolved_classification(base_dir: Path, train: str, **given) -> dict:
 
 
 def test_a_line_without_end_is_refused_not_read_whole(tmp_path, monkeypatch):
-    import harness.datafiles as datafiles
+    import harness.tasklib.datafiles as datafiles
 
     path = tmp_path / "one-line.csv"
     path.write_bytes(b"text,label" + b"x" * 300_000)
@@ -158,7 +159,7 @@ def test_long_declared_names_are_refused_and_cell_folders_stay_short(tmp_path):
 
 
 def toy_host_with_builtins():
-    from harness.host import PluginHost
+    from harness.api.host import PluginHost
 
     return PluginHost.load()
 

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from harness.budget import BUDGET_OPTIONS
+from harness.api.budget import BUDGET_OPTIONS
+from harness.api.options import Option, check_options
 from harness.errors import ValidationError
-from harness.options import Option, check_options
-from harness.suite import load_suite
+from harness.planning.suite import load_suite
 
 ROOT = Path(__file__).resolve().parents[1]
 DECLARED = (Option("rate", "float", 0.5, "a rate"),)

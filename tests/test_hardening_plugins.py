@@ -13,14 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from harness.hookspecs import hookimpl
-from harness.host import HOOK_KINDS, PluginHost
+from harness.api.hookspecs import hookimpl
+from harness.api.host import HOOK_KINDS, PluginHost
 
 ROOT = Path(__file__).resolve().parents[1]
 
 TASK = """
-from harness.components import Task
-from harness.hookspecs import hookimpl
+from harness.api.components import Task
+from harness.api.hookspecs import hookimpl
 
 class QA(Task):
     name = "qa"
@@ -30,7 +30,7 @@ class QA(Task):
 """
 UNMARKED = TASK + "\ndef harness_register_tasks(register):\n    register(QA())\n"
 MARKED = TASK + "\n@hookimpl\ndef harness_register_tasks(register):\n    register(QA())\n"
-FIX = "decorate it with @hookimpl from harness.hookspecs"
+FIX = "decorate it with @hookimpl from harness.api.hookspecs"
 
 
 @pytest.fixture(autouse=True)
@@ -86,7 +86,7 @@ def test_class_and_instance_plugins_are_checked_like_modules():
     class Marked:
         @hookimpl
         def harness_register_tasks(self, register):
-            from harness.components import Task
+            from harness.api.components import Task
 
             class T(Task):
                 name = "t"
@@ -112,7 +112,7 @@ def test_a_plugin_with_no_hook_registers_nothing_and_says_how_to_fix_it():
     [problem] = problems_of(("empty", module("my_empty", "X = 1\n")))
     assert problem == (
         "plugin 'empty' (module my_empty) registers nothing: it implements no harness hook; define one "
-        "(e.g. harness_register_tasks) decorated with @hookimpl from harness.hookspecs"
+        "(e.g. harness_register_tasks) decorated with @hookimpl from harness.api.hookspecs"
     )
 
 
@@ -180,7 +180,7 @@ def test_plugins_lists_them_and_check_exits_1(tmp_path):
         "  plugin 'unmarked' (module cli_unmarked) defines 'harness_register_tasks' without the @hookimpl marker, "
         f"so it is never called; {FIX}",
         "  plugin 'empty' (module cli_empty) registers nothing: it implements no harness hook; define one "
-        "(e.g. harness_register_tasks) decorated with @hookimpl from harness.hookspecs",
+        "(e.g. harness_register_tasks) decorated with @hookimpl from harness.api.hookspecs",
     ]
     checked = _harness("plugins", "--check", "--json", env=env)
     assert checked.returncode == 1, checked.stderr

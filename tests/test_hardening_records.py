@@ -13,10 +13,10 @@ from runner_fakes import fake_argv, fake_host, runs, suite_text
 
 from harness.cli import cli
 from harness.errors import HarnessError
-from harness.records import SCHEMA_VERSION, InvalidRecordError, NewerSchemaError, Record, read_record
-from harness.report import load_rows
-from harness.runner import RunOptions, run_suite
-from harness.store import CORRUPT, RECORD, ResultStore
+from harness.report.rows import load_rows
+from harness.results.records import SCHEMA_VERSION, InvalidRecordError, NewerSchemaError, Record, read_record
+from harness.results.store import CORRUPT, RECORD, ResultStore
+from harness.run.runner import RunOptions, run_suite
 
 IDENTITY = dict(key="k" * 16, suite="s", cell_id="t--full--m--seed0", task="t", strategy="full", model="m", seed=0,
                 status="ok")
@@ -261,10 +261,10 @@ def test_run_stops_at_a_record_of_a_newer_schema_and_leaves_it_alone(tmp_path):
 def test_the_cli_run_prints_one_warning_line_and_no_traceback(tmp_path, monkeypatch):
     import functools
 
-    import harness.runner
+    import harness.run.runner
 
-    monkeypatch.setattr(harness.runner, "run_suite",
-                        functools.partial(harness.runner.run_suite, host=fake_host(), worker_argv=fake_argv))
+    monkeypatch.setattr(harness.run.runner, "run_suite",
+                        functools.partial(harness.run.runner.run_suite, host=fake_host(), worker_argv=fake_argv))
     out = tmp_path / "out"
     assert run(tmp_path, out)[0] == 0
     damaged = record_file(out, "good")

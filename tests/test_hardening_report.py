@@ -15,13 +15,13 @@ from harness_plugins.report_html import HtmlReporter
 from harness_plugins.report_latex import LatexReporter
 from harness_plugins.reporters import MarkdownReporter, TableReporter
 
-from harness.budget import Budget
+from harness.api.budget import Budget
+from harness.api.cells import Cell
 from harness.cli import cli
-from harness.plan import Cell
-from harness.records import Record
-from harness.report import table_title
-from harness.reporting import Report, ReportOptions, build_report
-from harness.store import ResultStore
+from harness.report.reporting import Report, ReportOptions, build_report
+from harness.report.tables import table_title
+from harness.results.records import Record
+from harness.results.store import ResultStore
 
 SKIP = "needs a decoder"
 MODELS, TASKS, STRATEGIES = ("enc", "enc2", "dec"), ("cls", "ner", "gen"), ("full", "lora", "zero_shot")

@@ -1,13 +1,13 @@
 """Meta-tests of the plugin-author reference: docs/hooks.md and docs/components.md against the code.
 
-* every hook of :mod:`harness.hookspecs` appears in docs/hooks.md with its exact signature (rendered from
+* every hook of :mod:`harness.api.hookspecs` appears in docs/hooks.md with its exact signature (rendered from
   ``inspect.signature``), with a section saying whether its first result wins, and the document defines no hook that
   does not exist; every example plugin module in it loads and registers a component;
 * every hook has a test here: a tiny in-memory plugin implementing only that hook registers a dummy component that
   ``PluginHost.get`` then finds (plus the duplicate-name and wrong-type rules), parametrized over the hookspecs, so a
   new hook without an entry in :data:`DUMMIES` fails;
-* every public method and class attribute of the classes a plugin author uses (:mod:`harness.components`, the errors,
-  :class:`harness.options.Option`) appears in docs/components.md's class stubs with its exact signature, and the stubs
+* every public method and class attribute of the classes a plugin author uses (:mod:`harness.api.components`, the errors,
+  :class:`harness.api.options.Option`) appears in docs/components.md's class stubs with its exact signature, and the stubs
   document nothing that does not exist.
 """
 
@@ -25,10 +25,11 @@ from typing import Any
 
 import pytest
 
-from harness import components, errors, hookspecs, options
-from harness.components import Component, Executor, ModelSource, Reporter, Strategy, Task
+from harness import errors
+from harness.api import components, hookspecs, options
+from harness.api.components import Component, Executor, ModelSource, Reporter, Strategy, Task
+from harness.api.host import HOOK_KINDS, PluginHost
 from harness.errors import HarnessError
-from harness.host import HOOK_KINDS, PluginHost
 
 ROOT = Path(__file__).resolve().parents[1]
 HOOKS_MD = ROOT / "docs" / "hooks.md"
@@ -109,7 +110,7 @@ def test_hook_reference_defines_no_unknown_hook():
     documented = set(re.findall(r"^#+ `(harness_\w+)`", text, flags=re.M))
     documented |= set(re.findall(r"\bdef (harness_\w+)\(", "\n".join(python_blocks(HOOKS_MD))))
     unknown = documented - set(HOOKS)
-    assert not unknown, f"docs/hooks.md documents hooks that harness.hookspecs lacks: {sorted(unknown)}"
+    assert not unknown, f"docs/hooks.md documents hooks that harness.api.hookspecs lacks: {sorted(unknown)}"
     assert set(HOOKS) <= documented
 
 
@@ -180,7 +181,7 @@ def plugin_module(hook: str, *registered: Component, calls: list[str] | None = N
 
 
 def _factory(hook: str) -> Callable[[str], Component]:
-    assert hook in HOOK_KINDS, f"{hook} is a hookspec but harness.host.HOOK_KINDS does not map it to a component class"
+    assert hook in HOOK_KINDS, f"{hook} is a hookspec but harness.api.host.HOOK_KINDS does not map it to a component class"
     assert hook in DUMMIES, (
         f"add a factory of a minimal {HOOK_KINDS[hook].__name__} for {hook} to DUMMIES in tests/test_hook_reference.py"
     )
@@ -315,7 +316,7 @@ def test_component_reference_matches_the_class(module, name):
 def test_component_reference_names_the_report_fields():
     from dataclasses import fields
 
-    from harness.reporting import Report
+    from harness.report.reporting import Report
 
     text = COMPONENTS_MD.read_text(encoding="utf-8")
     missing = [f.name for f in fields(Report) if f"`{f.name}`" not in text]

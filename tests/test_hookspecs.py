@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import hookspecs
-from harness.host import HOOK_KINDS
+from harness.api import hookspecs
+from harness.api.host import HOOK_KINDS
 
 HOOKS = sorted(name for name in dir(hookspecs) if name.startswith("harness_"))
 TESTS = Path(__file__).resolve().parent
@@ -31,7 +31,7 @@ def test_hook_is_typed_and_documented(name):
 
 @pytest.mark.parametrize("name", HOOKS)
 def test_hook_is_implemented_by_a_builtin_plugin_and_exercised_by_a_test(name):
-    from harness.host import PluginHost
+    from harness.api.host import PluginHost
 
     host = PluginHost.load()
     kind = HOOK_KINDS[name].kind

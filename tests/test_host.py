@@ -11,14 +11,14 @@ from pathlib import Path
 
 import pytest
 
+from harness.api.host import PluginHost
 from harness.errors import HarnessError
-from harness.host import PluginHost
 
 ROOT = Path(__file__).resolve().parents[1]
 
 TASK_MODULE = """
-from harness.components import Task
-from harness.hookspecs import hookimpl
+from harness.api.components import Task
+from harness.api.hookspecs import hookimpl
 
 class QA(Task):
     name = "{task}"
@@ -246,8 +246,8 @@ def test_a_wrong_hook_argument_name_is_one_line(monkeypatch):
 def test_a_reporter_of_hook_api_1_is_given_the_rows(monkeypatch):
     monkeypatch.setenv("HARNESS_LOAD_PLUGINS", "")
     old = _module("oldreporter", """
-        from harness.components import Reporter
-        from harness.hookspecs import hookimpl
+        from harness.api.components import Reporter
+        from harness.api.hookspecs import hookimpl
 
         HARNESS_API_VERSION = 1
 

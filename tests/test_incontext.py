@@ -7,9 +7,9 @@ import pytest
 from test_text2text import ExactMatchRun, tokenizer  # noqa: F401  (the tokenizer fixture)
 
 from harness.errors import HarnessError
-from harness.incontext import SEPARATOR, Demonstrations, join_answer
-from harness.text2text import GenerationSettings
-from harness.textpairs import PairSplits, TextPair
+from harness.tasklib.incontext import SEPARATOR, Demonstrations, join_answer
+from harness.tasklib.text2text import GenerationSettings
+from harness.tasklib.textpairs import PairSplits, TextPair
 
 TRAIN = tuple(TextPair(f"train-{i}", f"sentence number {i}", (f"Satz Nummer {i}",)) for i in range(30))
 TEXT = "{source} =>"

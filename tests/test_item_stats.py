@@ -21,8 +21,8 @@ from harness_plugins.summarization.scores import rouge
 from harness_plugins.translation import TranslationTask
 from harness_plugins.translation.scores import bleu_chrf
 
-from harness.components import Task
-from harness.stats import ItemStats
+from harness.api.components import Task
+from harness.api.itemstats import ItemStats
 
 TOL = 1e-9
 

@@ -14,14 +14,14 @@ from harness_plugins.local import LocalExecutor, child_env, cpu_cores
 from helpers import gone
 from runner_fakes import fake_argv, fake_host, runs, suite_text
 
-from harness.budget import Budget
-from harness.devices import Device, cpu_device
-from harness.host import PluginHost
-from harness.plan import plan
-from harness.progress import Progress
-from harness.runner import SuiteRun
-from harness.store import ResultStore
-from harness.suite import load_suite
+from harness.api.budget import Budget
+from harness.api.host import PluginHost
+from harness.planning.plan import plan
+from harness.planning.suite import load_suite
+from harness.results.store import ResultStore
+from harness.run.devices import Device, cpu_device
+from harness.run.progress import Progress
+from harness.run.runner import SuiteRun
 
 GPUS = [Device("cuda", 0, "Fake GPU", 2**30), Device("cuda", 1, "Fake GPU", 2**30)]
 

@@ -7,7 +7,7 @@ import psutil
 import pytest
 import torch
 
-from harness.measure import (
+from harness.worker.measure import (
     CUDA_EVENTS,
     HOST_CLOCK,
     GpuMemoryMeter,

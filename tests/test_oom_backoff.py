@@ -18,17 +18,17 @@ import runtime_toys as rt
 import torch
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
-from harness.budget import Budget
-from harness.cell import CellState, run_cell
-from harness.components import Strategy, TaskRun
-from harness.hookspecs import hookimpl
-from harness.host import EXTRA_ENV, LOAD_ENV, PluginHost
-from harness.options import Option
-from harness.plan import Cell
-from harness.records import Evaluation, Record, Training
-from harness.store import PREDICTIONS, STEPS
-from harness.training import BatchBackoff, accumulation_steps, evaluate_with_backoff, train
-from harness.worker import describe_error
+from harness.api.budget import Budget
+from harness.api.cells import Cell
+from harness.api.components import Strategy, TaskRun
+from harness.api.hookspecs import hookimpl
+from harness.api.host import EXTRA_ENV, LOAD_ENV, PluginHost
+from harness.api.options import Option
+from harness.results.records import Evaluation, Record, Training
+from harness.results.store import PREDICTIONS, STEPS
+from harness.worker.cell import CellState, run_cell
+from harness.worker.oom import describe_error
+from harness.worker.training import BatchBackoff, accumulation_steps, evaluate_with_backoff, train
 
 FAST = dict(batch_size=8, learning_rate=5e-3, warmup_steps_excluded=0)
 
@@ -93,7 +93,7 @@ def assert_same_weights(a: Any, b: Any) -> None:
 
 
 def test_the_real_out_of_memory_type_is_what_the_harness_recognises():
-    from harness.worker import is_out_of_memory
+    from harness.worker.oom import is_out_of_memory
 
     assert torch.OutOfMemoryError is torch.cuda.OutOfMemoryError and issubclass(torch.OutOfMemoryError, RuntimeError)
     assert is_out_of_memory(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"))

@@ -1,4 +1,4 @@
-"""harness.plots: the Pareto front on hand-made points, and the files write_plots writes (without torch)."""
+"""harness.report.plots: the Pareto front on hand-made points, and the files write_plots writes (without torch)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from harness.plots import Point, pareto_front, plot_stem, write_plots
+from harness.report.plots import Point, pareto_front, plot_stem, write_plots
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -118,7 +118,7 @@ def test_zero_cost_points_stay_on_a_symlog_axis_with_the_front_drawn():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from harness.plots import _cost_figure
+    from harness.report.plots import _cost_figure
 
     points, _ = synthetic()
     sst2 = [p for p in points if p.task == "sst2"]
@@ -156,7 +156,7 @@ def test_colliding_slugs_get_distinct_names(tmp_path):
 
 def test_plots_module_is_light_and_never_imports_torch(tmp_path):
     code = (
-        "import sys, harness.plots as hp\n"
+        "import sys, harness.report.plots as hp\n"
         "heavy = [m for m in ('matplotlib', 'numpy', 'torch', 'transformers') if m in sys.modules]\n"
         "assert not heavy, heavy\n"
         "p = hp.Point('t', 'm', 's', 'acc', 0.5, None, 10, 100, 'RSS', 1.0)\n"

@@ -12,14 +12,15 @@ import pytest
 from click.testing import CliRunner
 from harness_plugins.reporters import CsvReporter, JsonReporter, MarkdownReporter, TableReporter
 
-from harness.analysis import group_rows
-from harness.budget import Budget
+from harness.api.budget import Budget
+from harness.api.cells import Cell
 from harness.cli import cli
-from harness.plan import Cell
-from harness.records import Memory, Params, Record, Timing, write_json_atomic
-from harness.report import cost_table, format_mean_std, format_value, load_rows, pending_count
-from harness.reporting import Report, ReportOptions, build_report
-from harness.store import ResultStore
+from harness.report.analysis import group_rows
+from harness.report.reporting import Report, ReportOptions, build_report
+from harness.report.rows import load_rows, pending_count
+from harness.report.tables import cost_table, format_mean_std, format_value
+from harness.results.records import Memory, Params, Record, Timing, write_json_atomic
+from harness.results.store import ResultStore
 
 MIB = 2**20
 SKIP_REASON = "strategy 'lora' does not support token classification"
@@ -472,7 +473,7 @@ def test_default_pivot_is_tasks_by_strategies_per_model(results):
 
 def test_report_modules_do_not_import_torch():
     code = (
-        "import sys, harness.report, harness.analysis, harness.reporting, harness.stats, harness.figures\n"
+        "import sys, harness.report.rows, harness.report.analysis, harness.report.reporting, harness.report.stats, harness.report.figures\n"
         "import harness_plugins.reporters, harness_plugins.report_data\n"
         "heavy = [m for m in ('torch', 'transformers', 'sklearn', 'pandas', 'tabulate') if m in sys.modules]\n"
         "print(','.join(heavy))\n"
@@ -485,8 +486,8 @@ def test_building_and_rendering_a_report_does_not_import_torch(results):
     code = (
         "import sys\n"
         "from pathlib import Path\n"
-        "from harness.report import load_rows\n"
-        "from harness.reporting import ReportOptions, build_report\n"
+        "from harness.report.rows import load_rows\n"
+        "from harness.report.reporting import ReportOptions, build_report\n"
         "from harness_plugins.reporters import REPORTERS\n"
         f"report = build_report(load_rows(Path({str(results)!r})), ReportOptions(resamples=100))\n"
         "for make in REPORTERS:\n"
@@ -501,7 +502,7 @@ def test_building_and_rendering_a_report_does_not_import_torch(results):
 def test_harness_register_reporters_registers_the_built_in_formats(monkeypatch):
     import harness_plugins.reporters as reporters
 
-    from harness.host import PluginHost
+    from harness.api.host import PluginHost
 
     registered = []
     reporters.harness_register_reporters(register=registered.append)
@@ -514,8 +515,8 @@ def test_harness_register_reporters_registers_the_built_in_formats(monkeypatch):
 
 
 def test_cost_table_adds_mfu_and_energy_only_when_measured():
-    from harness.analysis import build_tables, group_rows, rows_by_group
-    from harness.report import cost_table
+    from harness.report.analysis import build_tables, group_rows, rows_by_group
+    from harness.report.tables import cost_table
 
     def row(strategy, compute):
         return Record(key=strategy, suite="s", cell_id="c", task="sst2", strategy=strategy, model="m", seed=1,

@@ -20,14 +20,14 @@ from click.testing import CliRunner
 from helpers import gone
 from runner_fakes import fake_argv, fake_host, harness_argv, runs, suite_text
 
-import harness.runner
+import harness.run.runner
 from harness.cli import cli
 from harness.cli import run as run_command
 from harness.errors import HarnessError, ValidationError
-from harness.progress import Progress, format_duration
-from harness.records import Record
-from harness.runner import RunOptions, describe_exit, run_suite
-from harness.store import ResultStore
+from harness.results.records import Record
+from harness.results.store import ResultStore
+from harness.run.progress import Progress, format_duration
+from harness.run.runner import RunOptions, describe_exit, run_suite
 
 SKIP_REASON = "strategy 'decoder-only' does not support encoder models"
 
@@ -147,7 +147,7 @@ def test_dry_run_imports_no_torch(tmp_path):
     suite = write_suite(tmp_path, {"good": {}})
     code = (
         "import sys; from pathlib import Path; import runner_fakes\n"
-        "from harness.runner import RunOptions, run_suite\n"
+        "from harness.run.runner import RunOptions, run_suite\n"
         f"rc = run_suite(Path({str(suite)!r}), RunOptions(output=Path({str(tmp_path / 'out')!r}), dry_run=True),"
         " host=runner_fakes.fake_host())\n"
         "heavy = [m for m in ('torch', 'transformers', 'sklearn', 'pandas') if m in sys.modules]\n"
@@ -172,7 +172,7 @@ def test_bad_suite_executor_and_output_are_one_line_errors(tmp_path, monkeypatch
     blocker = tmp_path / "a-file"
     blocker.write_text("")
     monkeypatch.setattr(
-        harness.runner, "run_suite", functools.partial(run_suite, host=fake_host(), worker_argv=fake_argv)
+        harness.run.runner, "run_suite", functools.partial(run_suite, host=fake_host(), worker_argv=fake_argv)
     )
     result = CliRunner().invoke(cli, ["run", str(suite), "--output", str(blocker / "out")])
     assert result.exit_code == 2

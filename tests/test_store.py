@@ -10,10 +10,19 @@ import textwrap
 import pytest
 from helpers import make_cell
 
-from harness.budget import Budget
-from harness.plan import Cell
-from harness.records import SCHEMA_VERSION, Evaluation, Memory, Params, Record, Timing, Training, write_json_atomic
-from harness.store import ResultStore
+from harness.api.budget import Budget
+from harness.api.cells import Cell
+from harness.results.records import (
+    SCHEMA_VERSION,
+    Evaluation,
+    Memory,
+    Params,
+    Record,
+    Timing,
+    Training,
+    write_json_atomic,
+)
+from harness.results.store import ResultStore
 
 
 def cell(**changes) -> Cell:
@@ -89,8 +98,8 @@ def test_lock_is_exclusive_across_processes(tmp_path):
         probe = textwrap.dedent(f"""
             import sys
             sys.path.insert(0, {str(tmp_path)!r})
-            from harness.store import ResultStore
-            from harness.plan import Cell
+            from harness.results.store import ResultStore
+            from harness.api.cells import Cell
             import json
             c = Cell.from_json(json.loads({json.dumps(json.dumps(c.to_json()))}))
             with ResultStore({str(tmp_path)!r}).lock(c) as held:
@@ -114,7 +123,7 @@ def test_unwritable_output_is_one_line(tmp_path):
 
 def test_a_record_of_a_newer_harness_is_never_taken_for_missing(tmp_path):
     from harness.errors import HarnessError
-    from harness.report import load_rows
+    from harness.report.rows import load_rows
 
     store = ResultStore(tmp_path)
     c = cell()

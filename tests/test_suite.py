@@ -7,8 +7,8 @@ import textwrap
 import pytest
 
 from harness.errors import HarnessError, ValidationError
-from harness.plan import plan
-from harness.suite import load_suite
+from harness.planning.plan import plan
+from harness.planning.suite import load_suite
 
 GOOD = """
 [suite]
@@ -211,7 +211,7 @@ def test_keys_change_only_for_affected_cells(tmp_path, toy_host):
 
 
 def test_cell_round_trips_through_json(tmp_path, toy_host):
-    from harness.plan import Cell
+    from harness.api.cells import Cell
 
     for cell in plan(load_suite(write(tmp_path, GOOD), toy_host), toy_host):
         again = Cell.from_json(cell.to_json())
@@ -231,7 +231,7 @@ def test_timeout_does_not_change_the_key(tmp_path, toy_host):
 
 
 def test_a_shared_learning_rate_over_differing_strategy_defaults_is_warned_about(tmp_path, toy_host):
-    from harness.plan import budget_warnings
+    from harness.planning.plan import budget_warnings
 
     assert budget_warnings(load_suite(write(tmp_path, GOOD), toy_host), toy_host) == []  # set per strategy only
     shared = GOOD.replace("batch_size = 8\n", "batch_size = 8\nlearning_rate = 0.01\n", 1)

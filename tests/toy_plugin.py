@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from harness.components import ModelSource, Strategy, Task
+from harness.api.components import ModelSource, Strategy, Task
+from harness.api.hookspecs import hookimpl
+from harness.api.options import REQUIRED, Option
 from harness.errors import HarnessError
-from harness.hookspecs import hookimpl
-from harness.options import REQUIRED, Option
 
 
 class ToyTask(Task):

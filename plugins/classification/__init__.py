@@ -3,7 +3,7 @@
 Encoders get a sequence-classification head (:mod:`harness_plugins.classification.run`). Decoders (causal LMs) and
 encoder-decoders run it as text-to-text (:mod:`harness_plugins.classification.text2text`): each label is rendered
 as a string by the *verbaliser* (the label name, or the ``verbalizer`` table's text for it), the prompt lists the
-verbalised labels (``{labels}``, templates in :mod:`harness.prompts`), training teaches the model to answer with the
+verbalised labels (``{labels}``, templates in :mod:`harness.tasklib.prompts`), training teaches the model to answer with the
 verbalised label, and ``decision`` picks how an answer is read: ``loglik`` scores every verbalised label as a
 continuation of the prompt and takes the most likely (multiple choice, as lm-eval does), ``generate`` generates
 greedily and parses the answer back to a label.
@@ -22,26 +22,32 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from harness.components import CellContext, CheckContext, Task
-from harness.datacheck import check_by_reading, note_data_warnings
-from harness.datahub import uses_hub
+from harness.api.components import CellContext, CheckContext, Task
+from harness.api.hookspecs import hookimpl
+from harness.api.options import Option, did_you_mean
 from harness.errors import HarnessError, Problem
-from harness.hookspecs import hookimpl
-from harness.options import Option, did_you_mean
-from harness.prompts import CLASSIFICATION, CLASSIFICATION_PAIRS, TaskPrompts, template_fields, text2text_options
+from harness.tasklib.datacheck import check_by_reading, note_data_warnings
+from harness.tasklib.datahub import uses_hub
+from harness.tasklib.prompts import (
+    CLASSIFICATION,
+    CLASSIFICATION_PAIRS,
+    TaskPrompts,
+    template_fields,
+    text2text_options,
+)
 
 from .data import DATA_FILE_KEYS, FORMATS, check_files, load_splits, read_label_map
 
 if TYPE_CHECKING:  # pragma: no cover
-    from harness.components import TaskRun
-    from harness.stats import ItemStats
+    from harness.api.components import TaskRun
+    from harness.api.itemstats import ItemStats
 
 METRICS = ("accuracy", "macro_f1")
 DECISIONS = ("loglik", "generate")
 
 
 def task_prompts(options: Mapping[str, Any]) -> TaskPrompts:
-    """The default templates for these options: :data:`~harness.prompts.CLASSIFICATION_PAIRS` with sentence pairs."""
+    """The default templates for these options: :data:`~harness.tasklib.prompts.CLASSIFICATION_PAIRS` with sentence pairs."""
     return CLASSIFICATION_PAIRS if options.get("text_pair_column") else CLASSIFICATION
 
 

@@ -4,7 +4,7 @@ Hugging Face dataset (:mod:`harness_plugins.classification.hub`).
 Every cell of a suite sees the same data: carving a validation or test split out of train and capping splits with
 the budget (``max_train_examples``, ``eval_size``) use ``data_seed`` only, never the cell seed, so strategies and seeds
 are compared on identical examples. Caps draw a uniform random sample without replacement (not stratified) and keep
-the examples in file order (:mod:`harness.datafiles`, shared with the other tasks).
+the examples in file order (:mod:`harness.tasklib.datafiles`, shared with the other tasks).
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from harness.datafiles import (
+from harness.errors import HarnessError, Problem
+from harness.tasklib.datafiles import (
     SPLITS,
     SplitAccess,
     carve_and_cap,
@@ -30,8 +31,7 @@ from harness.datafiles import (
     read_text,
     split_lines,
 )
-from harness.datahub import check_hub, source_problem, uses_hub
-from harness.errors import HarnessError, Problem
+from harness.tasklib.datahub import check_hub, source_problem, uses_hub
 
 FORMATS = ("auto", "csv", "tsv", "jsonl", "text-files", "hub")
 #: The options that name data files, all read by :func:`load_splits`.
@@ -284,7 +284,7 @@ def _header_problems(options: Mapping[str, Any], where: str, split: str, fmt: st
 
 def check_files(options: Mapping[str, Any], where: str) -> list[Problem]:
     """Cheap checks at validate time: the data source, formats, headers or first JSONL lines, label-file line counts,
-    label map; for a Hugging Face dataset, :func:`harness.datahub.check_hub`."""
+    label map; for a Hugging Face dataset, :func:`harness.tasklib.datahub.check_hub`."""
     problem = source_problem(options)
     if problem is not None:
         return [Problem(f"{where}.{problem[0]}", problem[1])]

@@ -5,7 +5,7 @@
 ``train.parquet`` and ``test.jsonl``, or the hub's ``data/`` layout) or one written by ``save_to_disk``. A
 :class:`datasets.ClassLabel` label column gives the label set, in its order.
 
-:mod:`harness.datahub` finds and loads the dataset (and checks the options at validate time, without importing
+:mod:`harness.tasklib.datahub` finds and loads the dataset (and checks the options at validate time, without importing
 ``datasets``); this module turns its splits into rows.
 """
 
@@ -14,8 +14,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from harness.datahub import hub_splits
 from harness.errors import HarnessError
+from harness.tasklib.datahub import hub_splits
 
 from .data import _Row
 

@@ -9,8 +9,8 @@ import sklearn
 from sklearn.metrics import accuracy_score, f1_score
 from transformers import AutoModelForSequenceClassification
 
-from harness.batching import argmax_predictions, pad_batch
-from harness.components import EvalResult, LoadedModel, TaskRun
+from harness.api.components import EvalResult, LoadedModel, TaskRun
+from harness.tasklib.batching import argmax_predictions, pad_batch
 
 from .data import Splits
 

@@ -18,7 +18,7 @@ from sklearn.metrics import accuracy_score, f1_score
 from ..item_stats import ratio, ratios, row_ids
 
 if TYPE_CHECKING:  # pragma: no cover
-    from harness.stats import ItemStats
+    from harness.api.itemstats import ItemStats
 
 
 def classification_metrics(
@@ -65,7 +65,7 @@ def item_statistics(rows: Sequence[Mapping[str, Any]], metric: str, options: Map
     The labels of ``macro_f1``'s columns, sorted by name: those of the rows (references and predictions), of the
     ``labels`` and ``verbalizer`` options and of the loglik rows' ``scores``, so that cells of one task share columns
     as far as the records tell the label set (a label that no row of a cell shows has zero columns, and no effect)."""
-    from harness.stats import ItemStats
+    from harness.api.itemstats import ItemStats
 
     if metric not in ("accuracy", "macro_f1"):
         return None

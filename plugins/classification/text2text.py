@@ -29,9 +29,10 @@ from typing import Any
 import sklearn
 import torch
 
-from harness.batching import inference, pad_batch
-from harness.components import EvalResult
-from harness.text2text import IGNORE_INDEX, GenerationSettings, Prompt, TextToTextRun
+from harness.api.components import EvalResult
+from harness.tasklib.batching import inference, pad_batch
+from harness.tasklib.prompts import Prompt
+from harness.tasklib.text2text import IGNORE_INDEX, GenerationSettings, TextToTextRun
 
 from . import task_prompts, verbalise
 from .data import Example, Splits

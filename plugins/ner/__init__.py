@@ -7,7 +7,7 @@ and subsample (``data_seed``, never the cell seed).
 
 Encoder models get a token-classification head (:mod:`harness_plugins.ner.run`). Decoder (causal LM) and
 encoder-decoder models run as text-to-text (:mod:`harness_plugins.ner.text2text`): the prompt
-(:data:`harness.prompts.NER`, or the ``prompt`` option, with fields ``{text}``, ``{types}``, ``{empty_answer}``;
+(:data:`harness.tasklib.prompts.NER`, or the ``prompt`` option, with fields ``{text}``, ``{types}``, ``{empty_answer}``;
 default templates there) asks for the entities as
 ``type: surface; type: surface`` or ``none`` (:mod:`harness_plugins.ner.entities`); answers are parsed back to
 IOB2 tags and scored by the same seqeval function, so the metrics of both paths compare directly.
@@ -20,14 +20,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from harness.components import CellContext, CheckContext, Task
-from harness.datacheck import check_by_reading, note_data_warnings
-from harness.datafiles import SPLITS
-from harness.datahub import uses_hub
+from harness.api.components import CellContext, CheckContext, Task
+from harness.api.hookspecs import hookimpl
+from harness.api.options import Option
 from harness.errors import Problem
-from harness.hookspecs import hookimpl
-from harness.options import Option
-from harness.prompts import NER, text2text_options
+from harness.tasklib.datacheck import check_by_reading, note_data_warnings
+from harness.tasklib.datafiles import SPLITS
+from harness.tasklib.datahub import uses_hub
+from harness.tasklib.prompts import NER, text2text_options
 
 from .data import DELIMITERS, FORMATS, check_files, load_splits
 from .entities import EMPTY_ANSWER
@@ -35,7 +35,7 @@ from .spans import TOKENIZATIONS
 from .tags import SCHEMES
 
 if TYPE_CHECKING:  # pragma: no cover
-    from harness.stats import ItemStats
+    from harness.api.itemstats import ItemStats
 
     from .run import NerRun
     from .text2text import NerTextRun

@@ -26,7 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.datafiles import (
+from harness.errors import HarnessError, Problem
+from harness.tasklib.datafiles import (
     SPLITS,
     SplitAccess,
     carve_and_cap,
@@ -37,8 +38,7 @@ from harness.datafiles import (
     read_text,
     split_lines,
 )
-from harness.datahub import check_hub, hub_splits, source_problem, uses_hub
-from harness.errors import HarnessError, Problem
+from harness.tasklib.datahub import check_hub, hub_splits, source_problem, uses_hub
 
 from . import spans as span_io
 from .tags import check_tag, detect_scheme, entity_type, label_set, split_tag, to_iob2

@@ -22,9 +22,9 @@ from typing import Any, Callable
 
 from transformers import AutoModelForTokenClassification
 
-from harness.batching import argmax_predictions, pad_batch
-from harness.components import EvalResult, LoadedModel, TaskRun
+from harness.api.components import EvalResult, LoadedModel, TaskRun
 from harness.errors import HarnessError
+from harness.tasklib.batching import argmax_predictions, pad_batch
 
 from .data import Sentence, Splits
 from .scores import score

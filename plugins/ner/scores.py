@@ -23,7 +23,7 @@ from seqeval.metrics.sequence_labeling import get_entities
 from ..item_stats import ratio, ratios, row_ids
 
 if TYPE_CHECKING:  # pragma: no cover
-    from harness.stats import ItemStats
+    from harness.api.itemstats import ItemStats
 
 _AVERAGES = ("micro avg", "macro avg", "weighted avg")
 #: Entity-level metrics per sentence: ``[tp, predicted, gold]`` of all types (micro) or of the type after the dot.
@@ -96,7 +96,7 @@ def item_statistics(rows: Sequence[Mapping[str, Any]], metric: str, options: Map
     ``token_accuracy`` (``[correct tags, tags]``). ``None`` for other metrics (``n``, ``support.<type>``,
     ``truncated_words``, ``unparsed_parts``) and for rows without ``id`` or with tag lists missing or of unequal
     lengths (seqeval refuses those)."""
-    from harness.stats import ItemStats
+    from harness.api.itemstats import ItemStats
 
     name, _, kind = metric.partition(".")
     if not (metric == "token_accuracy" or (name in ENTITY_METRICS and (kind or metric == name))):

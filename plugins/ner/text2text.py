@@ -1,13 +1,13 @@
 """The NER task on decoder and encoder-decoder models: generate the entities as text, parse them, score with seqeval.
 
-Prompts (:data:`harness.prompts.NER`, replaced by the ``prompt`` option) get ``{text}`` (the sentence's words joined
+Prompts (:data:`harness.tasklib.prompts.NER`, replaced by the ``prompt`` option) get ``{text}`` (the sentence's words joined
 by spaces), ``{types}`` (the entity types joined by ``", "``) and ``{empty_answer}``. The model learns to answer with
 the rendering of the gold entities and its answers are parsed back to spans (:mod:`harness_plugins.ner.entities`),
 turned into IOB2 tags over the words and scored by :func:`harness_plugins.ner.run.score` — the encoder path's
 function, so the metrics compare directly (primary ``f1``). Parts of answers that could not be used are counted in
 ``unparsed_parts``. Each prediction row has ``tokens``, the IOB2 tag lists ``prediction`` and ``reference`` (so
 ``seqeval.metrics.f1_score(references, predictions)`` on the file reproduces ``f1``), the raw ``generation``, its
-``unparsed_parts`` and the ``prompt``. Truncation and generation follow :mod:`harness.text2text`.
+``unparsed_parts`` and the ``prompt``. Truncation and generation follow :mod:`harness.tasklib.text2text`.
 """
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ from collections.abc import Callable, Mapping, Sequence
 from importlib.metadata import version
 from typing import Any
 
-from harness.batching import inference
-from harness.components import EvalResult
+from harness.api.components import EvalResult
 from harness.errors import HarnessError
-from harness.prompts import NER
-from harness.text2text import GenerationSettings, TextToTextRun
+from harness.tasklib.batching import inference
+from harness.tasklib.prompts import NER
+from harness.tasklib.text2text import GenerationSettings, TextToTextRun
 
 from .data import Sentence, Splits
 from .entities import parse_entities, render_entities, spans_to_tags

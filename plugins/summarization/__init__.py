@@ -1,9 +1,9 @@
 """Summarization task ``summarization``: text-to-text on decoder and encoder-decoder models, ROUGE F1 scores.
 
 Data: JSONL / CSV / TSV files with a document column and one or more summary columns (several references per
-document, as in DialogSum's test set), or a hub dataset (:mod:`harness.textpairs`,
+document, as in DialogSum's test set), or a hub dataset (:mod:`harness.tasklib.textpairs`,
 :mod:`harness_plugins.summarization.data`). Documents longer than the prompt's budget (``budget.max_length``) are cut
-at a token boundary, never the template (:mod:`harness.text2text`); ``max_target_length``, ``max_new_tokens``,
+at a token boundary, never the template (:mod:`harness.tasklib.text2text`); ``max_target_length``, ``max_new_tokens``,
 ``num_beams`` and ``stop`` set training targets and generation.
 
 Metrics (:mod:`harness_plugins.summarization.scores`): ROUGE-1, ROUGE-2, ROUGE-L and ROUGE-Lsum F1 from rouge-score's
@@ -18,17 +18,17 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from harness.components import CellContext, CheckContext, Task
+from harness.api.components import CellContext, CheckContext, Task
+from harness.api.hookspecs import hookimpl
+from harness.api.options import Option
 from harness.errors import Problem
-from harness.hookspecs import hookimpl
-from harness.options import Option
-from harness.prompts import SUMMARIZATION, text2text_options
-from harness.textpairs import pair_data_options, read_problems
+from harness.tasklib.prompts import SUMMARIZATION, text2text_options
+from harness.tasklib.textpairs import pair_data_options, read_problems
 
 from . import data
 
 if TYPE_CHECKING:  # pragma: no cover
-    from harness.stats import ItemStats
+    from harness.api.itemstats import ItemStats
 
     from .run import SummarizationRun
 

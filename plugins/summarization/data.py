@@ -1,6 +1,6 @@
 """Summarization data (no torch): the task's columns, loading and validate-time checks.
 
-Files and hub datasets are read by :mod:`harness.textpairs`. ``document_column`` holds the text to summarise,
+Files and hub datasets are read by :mod:`harness.tasklib.textpairs`. ``document_column`` holds the text to summarise,
 ``summary_columns`` its reference summaries: a row's references are the non-empty values of the listed columns it
 has, so one list serves files with different layouts (DialogSum: ``["summary", "summary1", "summary2",
 "summary3"]`` reads one reference per dev row and three per test row). Columns may be dotted paths into nested
@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from harness.errors import Problem
-from harness.textpairs import Columns, PairSplits, check_pairs, load_pairs
+from harness.tasklib.textpairs import Columns, PairSplits, check_pairs, load_pairs
 
 
 def columns(options: Mapping[str, Any]) -> Columns:
@@ -27,7 +27,7 @@ def columns(options: Mapping[str, Any]) -> Columns:
 
 
 def load(options: Mapping[str, Any], max_train_examples: int | None = None, eval_size: int | None = None) -> PairSplits:
-    """Load the splits the (resolved) options describe (see :func:`harness.textpairs.load_pairs`)."""
+    """Load the splits the (resolved) options describe (see :func:`harness.tasklib.textpairs.load_pairs`)."""
     return load_pairs(options, columns(options), max_train_examples, eval_size)
 
 

@@ -10,9 +10,9 @@ import importlib.metadata
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from harness.prompts import SUMMARIZATION
-from harness.text2text import GenerationSettings, TextToTextRun
-from harness.textpairs import PairSplits
+from harness.tasklib.prompts import SUMMARIZATION
+from harness.tasklib.text2text import GenerationSettings, TextToTextRun
+from harness.tasklib.textpairs import PairSplits
 
 from .scores import ROUGE_TYPES, rouge, sentence_lines
 

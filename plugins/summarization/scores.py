@@ -20,7 +20,7 @@ from rouge_score.rouge_scorer import RougeScorer
 from ..item_stats import mean_stats, row_ids, row_references
 
 if TYPE_CHECKING:  # pragma: no cover
-    from harness.stats import ItemStats
+    from harness.api.itemstats import ItemStats
 
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL", "rougeLsum")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")

@@ -2,11 +2,11 @@
 
 Data: line-aligned file pairs (``train = "train.en"``, ``train_target = "train.de"``; Multi30k), JSONL / CSV / TSV
 with source and target columns, or a hub dataset in the ``translation: {src: ..., tgt: ...}`` shape
-(:mod:`harness.textpairs`, :mod:`harness_plugins.translation.data`). ``source_lang`` / ``target_lang`` are language
+(:mod:`harness.tasklib.textpairs`, :mod:`harness_plugins.translation.data`). ``source_lang`` / ``target_lang`` are language
 codes; the prompt uses their names (built-in table, or ``source_lang_name`` / ``target_lang_name``).
 
-Prompts (:data:`harness.prompts.TRANSLATION`, replaced by the ``prompt`` option), truncation and generation follow
-:mod:`harness.text2text`. Metrics: sacreBLEU corpus BLEU (``bleu``, primary by default) and chrF (``chrf``), both
+Prompts (:data:`harness.tasklib.prompts.TRANSLATION`, replaced by the ``prompt`` option), truncation and generation follow
+:mod:`harness.tasklib.text2text`. Metrics: sacreBLEU corpus BLEU (``bleu``, primary by default) and chrF (``chrf``), both
 0–100, computed with the library's ``BLEU`` and ``CHRF`` objects (BLEU's tokenizer: ``bleu_tokenize``, else
 sacreBLEU's default for the target language — ``13a``, ``zh`` for Chinese, ``ja-mecab`` / ``ko-mecab`` for Japanese /
 Korean). The record's ``metric_info`` carries both signature strings and the sacreBLEU version.
@@ -19,17 +19,17 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from harness.components import CellContext, CheckContext, Task
+from harness.api.components import CellContext, CheckContext, Task
+from harness.api.hookspecs import hookimpl
+from harness.api.options import REQUIRED, Option
 from harness.errors import Problem
-from harness.hookspecs import hookimpl
-from harness.options import REQUIRED, Option
-from harness.prompts import TRANSLATION, text2text_options
-from harness.textpairs import pair_data_options, read_problems
+from harness.tasklib.prompts import TRANSLATION, text2text_options
+from harness.tasklib.textpairs import pair_data_options, read_problems
 
 from . import data
 
 if TYPE_CHECKING:  # pragma: no cover
-    from harness.stats import ItemStats
+    from harness.api.itemstats import ItemStats
 
     from .run import TranslationRun
 

@@ -1,6 +1,6 @@
 """Translation data (no torch): language names for prompts, the task's columns, loading and validate-time checks.
 
-Files and hub datasets are read by :mod:`harness.textpairs`. The default columns, ``translation.<source_lang>`` and
+Files and hub datasets are read by :mod:`harness.tasklib.textpairs`. The default columns, ``translation.<source_lang>`` and
 ``translation.<target_lang>``, read the hub's ``{"translation": {"en": ..., "de": ...}}`` shape (in JSONL files
 too); set ``source_column`` / ``target_column`` for flat columns such as ``en`` / ``de``. Line-aligned file pairs
 (``train = "train.en"``, ``train_target = "train.de"``) need no columns.
@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from harness.errors import HarnessError, Problem
-from harness.textpairs import Columns, PairSplits, check_pairs, load_pairs
+from harness.tasklib.textpairs import Columns, PairSplits, check_pairs, load_pairs
 
 #: Language names used in prompts, by ISO 639-1 code; ``source_lang_name`` / ``target_lang_name`` override them.
 # fmt: off
@@ -53,7 +53,7 @@ def prompt_values(options: Mapping[str, Any]) -> dict[str, str]:
 
 
 def load(options: Mapping[str, Any], max_train_examples: int | None = None, eval_size: int | None = None) -> PairSplits:
-    """Load the splits the (resolved) options describe (see :func:`harness.textpairs.load_pairs`)."""
+    """Load the splits the (resolved) options describe (see :func:`harness.tasklib.textpairs.load_pairs`)."""
     return load_pairs(options, columns(options), max_train_examples, eval_size)
 
 

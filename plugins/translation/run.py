@@ -9,9 +9,9 @@ import sacrebleu
 from sacrebleu.metrics import BLEU, CHRF
 
 from harness.errors import HarnessError
-from harness.prompts import TRANSLATION
-from harness.text2text import GenerationSettings, TextToTextRun
-from harness.textpairs import PairSplits
+from harness.tasklib.prompts import TRANSLATION
+from harness.tasklib.text2text import GenerationSettings, TextToTextRun
+from harness.tasklib.textpairs import PairSplits
 
 from . import data
 from .scores import bleu_chrf, reference_streams

@@ -19,7 +19,7 @@ from sacrebleu.metrics import BLEU, CHRF
 from ..item_stats import row_ids, row_references
 
 if TYPE_CHECKING:  # pragma: no cover
-    from harness.stats import ItemStats
+    from harness.api.itemstats import ItemStats
 
 
 def reference_streams(references: Sequence[Sequence[str]]) -> list[list[str | None]]:
@@ -44,7 +44,7 @@ def item_statistics(rows: Sequence[Mapping[str, Any]], metric: str, options: Map
     tokenizer for ``target_lang``) or ``chrf``; the metric of their sums is the corpus score, as :func:`bleu_chrf`
     computes it. ``None`` for other metrics, for rows without ``id``, a string ``prediction`` or references, and
     when sacreBLEU cannot tokenize for the language here (a missing optional dependency)."""
-    from harness.stats import ItemStats
+    from harness.api.itemstats import ItemStats
 
     if metric not in ("bleu", "chrf") or (metric == "bleu" and not options.get("target_lang")):
         return None

@@ -2,7 +2,7 @@
 
 Makespan: the balanced suite of ``tests/test_scheduler.py`` (40 cells of 1 GiB, durations drawn uniformly from 60
 to 600 s with a fixed seed) on G = 2, 4 and 8 GPUs of 80 GiB, one cell per GPU, simulated by
-:func:`harness.scheduler.simulate` — the :class:`~harness.scheduler.Planner` the local executor uses, on an
+:func:`harness.run.scheduler.simulate` — the :class:`~harness.run.scheduler.Planner` the local executor uses, on an
 event-driven clock. The makespan must be within 10 % of the ideal Σ/G with the durations known; the ratios with
 ±20 % noise on the actual durations and with no durations known (plan order) are printed beside it.
 (``tests/test_scheduler.py`` asserts the same bound in every test run.)
@@ -21,8 +21,8 @@ import random
 import pytest
 from test_scheduler import GIB, balanced_suite, makespan_ratio
 
-from harness.estimates import Demand
-from harness.scheduler import Planner, simulate
+from harness.run.estimates import Demand
+from harness.run.scheduler import Planner, simulate
 
 
 @pytest.mark.parametrize("gpus", [2, 4, 8])

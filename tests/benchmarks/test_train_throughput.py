@@ -30,7 +30,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from harness.paths import resolve_path  # noqa: E402
+from harness.api.paths import resolve_path  # noqa: E402
 
 BATCH, LR, PAD_TO = 16, 2e-5, 128
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -144,10 +144,10 @@ def _trainer(work, grouped: bool, tmp_path: Path) -> float:
 
 
 def _harness_cell(work, grouped: bool, tmp_path: Path) -> float:
-    from harness.cell import run_cell
-    from harness.host import PluginHost
-    from harness.plan import plan
-    from harness.suite import load_suite
+    from harness.api.host import PluginHost
+    from harness.planning.plan import plan
+    from harness.planning.suite import load_suite
+    from harness.worker.cell import run_cell
 
     data, subset = work["data"], work["subset"]
     suite = tmp_path / "bench.toml"

@@ -1,6 +1,6 @@
 """Wall time of ``harness validate suites/nlp.toml`` as a user runs it (a new process each time).
 
-Validation reads every local data file through the cells' own readers (harness.datacheck) and remembers reads that
+Validation reads every local data file through the cells' own readers (harness.tasklib.datacheck) and remembers reads that
 found nothing wrong by file identity. ``cold`` starts with an empty cache folder (``HARNESS_CACHE_DIR``), so every
 file is read; ``warm`` validates again with the cache the first run left. The target is under 1.5 s for both on
 2 CPU cores; it is measured and printed, never asserted.

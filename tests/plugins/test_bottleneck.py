@@ -19,10 +19,10 @@ import runtime_toys as rt
 from harness_plugins import bottleneck
 from harness_plugins.bottleneck import MISSING, BottleneckAdapters, adapters_unavailable
 
-from harness.budget import Budget
-from harness.components import CheckContext, LoadedModel
+from harness.api.budget import Budget
+from harness.api.components import CheckContext, LoadedModel
+from harness.api.options import check_options
 from harness.errors import HarnessError
-from harness.options import check_options
 
 STRATEGY = BottleneckAdapters()
 UNAVAILABLE = adapters_unavailable()
@@ -131,9 +131,9 @@ def test_supports_names_a_transformers_adapters_refuses(monkeypatch):
 
 def test_cells_are_planned_as_skipped_with_the_reason_without_adapters(tmp_path, monkeypatch):
     """In the transformers 5 environment as it is; where adapters is installed, with it hidden."""
-    from harness.host import PluginHost
-    from harness.plan import plan
-    from harness.suite import load_suite
+    from harness.api.host import PluginHost
+    from harness.planning.plan import plan
+    from harness.planning.suite import load_suite
 
     if UNAVAILABLE is None:
         monkeypatch.setattr(bottleneck, "adapters_unavailable", lambda: MISSING)
@@ -168,8 +168,8 @@ def test_houlsby_trains_the_adapter_and_the_head_only_and_saves_them_as_an_adapt
     import adapters
     import torch
 
-    from harness.cell import count_params
-    from harness.training import train
+    from harness.worker.cell import count_params
+    from harness.worker.training import train
 
     model, run = adapted(tmp_path)
     params = count_params(model, run.head_prefixes)
@@ -214,7 +214,7 @@ def test_houlsby_trains_the_adapter_and_the_head_only_and_saves_them_as_an_adapt
 
 @needs_adapters
 def test_pfeiffer_has_one_adapter_per_layer_and_takes_its_settings(tmp_path):
-    from harness.cell import count_params
+    from harness.worker.cell import count_params
 
     model, run = adapted(tmp_path, config="pfeiffer", reduction_factor=8, non_linearity="gelu", extra={"dropout": 0.1})
     assert count_params(model, run.head_prefixes).trainable == L * adapter_params(8) + H * 2 + 2  # L(2Hb+b+H) + head
@@ -249,8 +249,8 @@ def test_a_decoder_trains_the_adapter_alone_and_saves_no_lm_head(tmp_path):
 
 @needs_adapters
 def test_a_cell_on_a_tiny_t5_translates_with_the_adapter_and_saves_it(tmp_path, monkeypatch, one_thread):
-    from harness.cell import run_cell
-    from harness.host import PluginHost
+    from harness.api.host import PluginHost
+    from harness.worker.cell import run_cell
 
     monkeypatch.setenv("HARNESS_LOAD_PLUGINS", "sources,translation,bottleneck")
     host = PluginHost.load()

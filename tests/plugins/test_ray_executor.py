@@ -22,14 +22,14 @@ from harness_plugins.ray_executor import CellJob, CellOutcome, RayExecutor, run_
 from helpers import gone
 from runner_fakes import fake_argv, fake_host, harness_argv, runs, suite_text
 
-from harness.devices import cpu_device
+from harness.api.host import PluginHost
 from harness.errors import HarnessError
-from harness.host import PluginHost
-from harness.plan import plan
-from harness.progress import Progress
-from harness.runner import RunOptions, SuiteRun, run_suite
-from harness.store import ResultStore
-from harness.suite import load_suite
+from harness.planning.plan import plan
+from harness.planning.suite import load_suite
+from harness.results.store import ResultStore
+from harness.run.devices import cpu_device
+from harness.run.progress import Progress
+from harness.run.runner import RunOptions, SuiteRun, run_suite
 from harness.testing import TINY_BUDGET, suite_toml, tiny_model, tiny_task
 
 HAVE_RAY = importlib.util.find_spec("ray") is not None
@@ -200,7 +200,7 @@ class FakeRay:
 
 
 def test_local_instance_address_or_the_running_one(tmp_path, monkeypatch):
-    from harness.devices import Device
+    from harness.run.devices import Device
 
     run = make_run(tmp_path, {"ok": {}})
     run.devices = [Device("cuda", 0, "G"), Device("cuda", 2, "G")]

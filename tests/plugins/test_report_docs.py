@@ -16,10 +16,11 @@ import pytest
 from harness_plugins.report_html import HtmlReporter
 from harness_plugins.report_latex import LatexReporter, latex_cell, latex_escape, standalone_document
 
-from harness.components import Reporter
-from harness.figures import write_report_plots
-from harness.report import CellText, Rows
-from harness.reporting import Report, ReportOptions, build_report
+from harness.api.components import Reporter
+from harness.report.figures import write_report_plots
+from harness.report.reporting import Report, ReportOptions, build_report
+from harness.report.rows import Rows
+from harness.report.tables import CellText
 
 MIB = 2**20
 ERROR = "RuntimeError: bad_value 50% & $5 #3 {x} ~ ^ \\path [1] | <script>alert('x')</script> ± — é"
@@ -31,7 +32,7 @@ OTHER_MODEL = "org-tiny.bert"  # the same LaTeX label slug as MODEL: the labels 
 
 def row(task: str, strategy: str, seed: int, status: str = "ok", value: float = 0.0, model: str = MODEL,
         error: str | None = None) -> dict[str, Any]:
-    """A record dict as :meth:`harness.records.Record.to_json` writes it (the fields the reports read)."""
+    """A record dict as :meth:`harness.results.records.Record.to_json` writes it (the fields the reports read)."""
     ok = status == "ok"
     metric = {"ner_wnut": "f1", "sst2": "accuracy"}[task]
     trains = not strategy.startswith(("few_shot", "zero_shot"))
@@ -395,7 +396,7 @@ def test_rendering_imports_no_torch(tmp_path):
         "import json, sys\n"
         "from harness_plugins.report_html import HtmlReporter\n"
         "from harness_plugins.report_latex import LatexReporter\n"
-        "from harness.reporting import ReportOptions, build_report\n"
+        "from harness.report.reporting import ReportOptions, build_report\n"
         f"report = build_report(json.loads(open({str(rows)!r}).read()), ReportOptions(resamples=50))\n"
         "assert LatexReporter().render(report) and '<svg' in HtmlReporter().render(report)\n"
         "print(','.join(m for m in ('torch', 'transformers') if m in sys.modules))\n"

@@ -10,11 +10,11 @@ import helpers
 import pytest
 from harness_plugins.sources import HubSource, LocalSource, TinySource, family_from_config
 
-from harness.components import CheckContext
+from harness.api.components import CheckContext
+from harness.api.host import PluginHost
+from harness.api.options import check_options
 from harness.errors import HarnessError, ValidationError
-from harness.host import PluginHost
-from harness.options import check_options
-from harness.suite import load_suite
+from harness.planning.suite import load_suite
 
 OFFLINE = CheckContext(Path("."), offline=True)
 ONLINE = CheckContext(Path("."), offline=False)

@@ -13,10 +13,10 @@ import pytest
 from harness_plugins.summarization import SummarizationTask
 from harness_plugins.summarization.data import load
 
-from harness.budget import Budget
-from harness.components import CheckContext
+from harness.api.budget import Budget
+from harness.api.components import CheckContext
+from harness.api.options import check_options
 from harness.errors import HarnessError
-from harness.options import check_options
 
 TASK = SummarizationTask()
 DIALOGSUM_COLUMNS = ["summary", "summary1", "summary2", "summary3"]
@@ -158,8 +158,8 @@ def test_cell_on_a_tiny_model_records_rouge_recomputable_from_predictions(tmp_pa
                                                                            family):  # fmt: skip
     from harness_plugins.summarization.run import rouge
 
-    from harness.cell import run_cell
-    from harness.host import PluginHost
+    from harness.api.host import PluginHost
+    from harness.worker.cell import run_cell
 
     monkeypatch.setenv("HARNESS_LOAD_PLUGINS", "sources,full,summarization")
     host = PluginHost.load()

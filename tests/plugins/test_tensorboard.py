@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @dataclass
 class StandInReport:
-    """The two attributes of :class:`harness.analysis.Report` the reporter uses."""
+    """The two attributes of :class:`harness.report.analysis.Report` the reporter uses."""
 
     rows: list[dict[str, Any]]
     dirs: dict[str, Path] = field(default_factory=dict)  # record key -> cell folder

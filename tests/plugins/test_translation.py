@@ -13,10 +13,10 @@ import pytest
 from harness_plugins.translation import TranslationTask
 from harness_plugins.translation.data import load
 
-from harness.budget import Budget
-from harness.components import CheckContext
+from harness.api.budget import Budget
+from harness.api.components import CheckContext
+from harness.api.options import check_options
 from harness.errors import HarnessError
-from harness.options import check_options
 
 TASK = TranslationTask()
 LANGS = {"source_lang": "en", "target_lang": "de"}
@@ -190,8 +190,8 @@ SENTENCES = [
 
 
 def run_translation_cell(tmp_path: Path, monkeypatch, architecture: str, family: str):
-    from harness.cell import run_cell
-    from harness.host import PluginHost
+    from harness.api.host import PluginHost
+    from harness.worker.cell import run_cell
 
     monkeypatch.setenv("HARNESS_LOAD_PLUGINS", "sources,full,translation")
     host = PluginHost.load()
@@ -261,7 +261,7 @@ msgstr "Passwort ändern"
 
 
 def test_po_catalogue_pairs_translated_singular_entries(tmp_path):
-    from harness.textpairs import read_po
+    from harness.tasklib.textpairs import read_po
 
     path = tmp_path / "django.po"
     path.write_text(PO, encoding="utf-8")
@@ -275,8 +275,8 @@ def test_django_catalogues_are_the_offline_default(tmp_path):
 
     if importlib.util.find_spec("django") is None:
         pytest.skip("django (offline extra) is not installed")
-    from harness.paths import resolve_path
-    from harness.textpairs import read_po
+    from harness.api.paths import resolve_path
+    from harness.tasklib.textpairs import read_po
 
     train = read_po(resolve_path("pkg:django/conf/locale/de/LC_MESSAGES/django.po"), "train")
     test = read_po(resolve_path("pkg:django/contrib/admin/locale/de/LC_MESSAGES/django.po"), "test")

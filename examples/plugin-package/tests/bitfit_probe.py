@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from harness.hookspecs import hookimpl
+from harness.api.hookspecs import hookimpl
 
 from harness_example.bitfit import BitFit
 

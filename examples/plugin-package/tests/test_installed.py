@@ -63,9 +63,9 @@ def test_harness_plugins_check_accepts_the_plugin(harness_cli):
 LIGHT = """
 import sys
 import harness_example.plugin
-from harness.host import PluginHost
-from harness.suite import load_suite
-from harness.plan import plan
+from harness.api.host import PluginHost
+from harness.planning.suite import load_suite
+from harness.planning.plan import plan
 
 host = PluginHost.load()
 assert {"regression", "tagging"} <= set(host.names("task")) and "bitfit" in host.names("strategy"), host.problems

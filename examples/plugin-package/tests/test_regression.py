@@ -10,7 +10,7 @@ from importlib import resources
 from pathlib import Path
 
 import pytest
-from harness.components import CheckContext
+from harness.api.components import CheckContext
 from harness.errors import HarnessError
 from harness.testing import tiny_model
 from scipy.stats import pearsonr, spearmanr

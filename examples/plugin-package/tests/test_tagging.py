@@ -14,9 +14,9 @@ from importlib import resources
 from pathlib import Path
 
 import pytest
-from harness.components import CheckContext
+from harness.api.components import CheckContext
+from harness.api.paths import resolve_path
 from harness.errors import HarnessError
-from harness.paths import resolve_path
 from harness.testing import tiny_model
 
 from harness_example.tagging import TaggingTask

@@ -19,9 +19,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
-from harness.components import CellContext, Strategy, TaskRun
+from harness.api.components import CellContext, Strategy, TaskRun
+from harness.api.options import Option
 from harness.errors import HarnessError
-from harness.options import Option
 
 #: Name endings of query biases: BERT, RoBERTa, ELECTRA (``attention.self.query``), DeBERTa (``query_proj``),
 #: DistilBERT (``q_lin``), BART, OPT and Llama-style decoders (``q_proj``).

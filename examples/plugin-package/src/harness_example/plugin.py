@@ -10,15 +10,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from harness.hookspecs import hookimpl
+from harness.api.hookspecs import hookimpl
 
 from .bitfit import BitFit
 from .regression import RegressionTask
 from .tagging import TaggingTask
 
-#: The hook API this plugin was written and tested against (``harness.hookspecs.API_VERSION``). A harness older than
+#: The hook API this plugin was written and tested against (``harness.api.hookspecs.API_VERSION``). A harness older than
 #: this refuses the plugin with a clear message instead of failing somewhere inside a cell.
-HARNESS_API_VERSION = 2
+HARNESS_API_VERSION = 3
 
 
 @hookimpl

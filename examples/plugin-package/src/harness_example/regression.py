@@ -14,15 +14,15 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from harness.components import CellContext, CheckContext, Task
+from harness.api.components import CellContext, CheckContext, Task
+from harness.api.options import REQUIRED, Option
 from harness.errors import Problem
-from harness.options import REQUIRED, Option
 
 from .regression_data import FORMATS, header_problems, load_splits
 
 if TYPE_CHECKING:  # pragma: no cover
-    from harness.components import TaskRun
-    from harness.stats import ItemStats
+    from harness.api.components import TaskRun
+    from harness.api.itemstats import ItemStats
 
 METRICS = ("pearson", "spearman", "mse")
 

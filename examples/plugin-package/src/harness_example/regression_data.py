@@ -1,8 +1,9 @@
 """Reading the ``regression`` task's data into plain examples (light: no torch): CSV, TSV or JSON Lines with a text
 column, an optional second text column (sentence pairs, as in STS-B) and a real-valued score column.
 
-Splits are carved and capped with the harness's own helpers (:func:`harness.datafiles.carve_and_cap`), seeded by the
-task's ``data_seed`` only, so every cell of a suite (every strategy, model and seed) sees the same examples.
+Splits are carved and capped with the harness's own helpers
+(:func:`harness.tasklib.datafiles.carve_and_cap`), seeded by the task's ``data_seed`` only, so every cell of a suite
+(every strategy, model and seed) sees the same examples.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.datafiles import (
+from harness.errors import HarnessError, Problem
+from harness.tasklib.datafiles import (
     SPLITS,
     SplitAccess,
     carve_and_cap,
@@ -24,7 +26,6 @@ from harness.datafiles import (
     read_text,
     split_lines,
 )
-from harness.errors import HarnessError, Problem
 
 FORMATS = ("auto", "csv", "tsv", "jsonl")
 _EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl"}

@@ -9,8 +9,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Callable
 
 import scipy
-from harness.batching import inference, pad_batch
-from harness.components import EvalResult, LoadedModel, TaskRun
+from harness.api.components import EvalResult, LoadedModel, TaskRun
+from harness.tasklib.batching import inference, pad_batch
 from transformers import AutoModelForSequenceClassification
 
 from .regression_data import Splits
@@ -22,7 +22,8 @@ class RegressionRun(TaskRun):
 
     The tokenizer comes from the model source, so :meth:`build_model` runs before :meth:`examples`. Each split is
     encoded once, truncated to ``max_length`` and never padded: :meth:`collate` pads each batch to its own longest
-    member (:func:`harness.batching.pad_batch`). Labels are the float scores; the head's loss is the mean squared error.
+    member (:func:`harness.tasklib.batching.pad_batch`). Labels are the float scores; the head's loss is the mean
+    squared error.
     """
 
     #: Parameter-name prefixes of common encoders' sequence-classification heads (BERT and RoBERTa ``classifier``,

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:  # pragma: no cover
-    from harness.stats import ItemStats
+    from harness.api.itemstats import ItemStats
 
 METRICS = ("pearson", "spearman", "mse")
 #: A variance below this share of the sum of squares counts as zero (a constant side: correlation 0).
@@ -95,7 +95,7 @@ def _numbers(rows: Sequence[Mapping[str, Any]], key: str) -> np.ndarray | None:
 def item_statistics(rows: Sequence[Mapping[str, Any]], metric: str) -> ItemStats | None:
     """Additive per-item statistics of ``pearson`` or ``mse`` over saved prediction rows (``id``, numeric
     ``prediction`` and ``reference``); ``None`` for ``spearman``, ``n``, unknown metrics and unreadable rows."""
-    from harness.stats import ItemStats
+    from harness.api.itemstats import ItemStats
 
     if metric not in ("pearson", "mse") or not rows:
         return None

@@ -8,8 +8,8 @@ have as many columns as its first one. Errors are :class:`~harness.errors.Harnes
 
 The label set is the ``labels`` option, else the tags of the training file, sorted; a tag outside it anywhere is an
 error at its line (the head could never predict it). Missing validation and test splits are carved from train and
-every split is capped by the budget with :func:`harness.datafiles.carve_and_cap`, seeded by ``data_seed`` only, so
-every cell of a suite (each strategy, model and seed) sees the same sentences.
+every split is capped by the budget with :func:`harness.tasklib.datafiles.carve_and_cap`, seeded by ``data_seed``
+only, so every cell of a suite (each strategy, model and seed) sees the same sentences.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.datafiles import SPLITS, SplitAccess, carve_and_cap, fraction_problems, read_text, split_lines
 from harness.errors import HarnessError, Problem
+from harness.tasklib.datafiles import SPLITS, SplitAccess, carve_and_cap, fraction_problems, read_text, split_lines
 
 DELIMITERS = ("auto", "tab", "space")
 #: Lines :func:`header_problems` reads at most looking for a file's first word line.

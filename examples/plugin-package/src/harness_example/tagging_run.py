@@ -10,7 +10,7 @@ carry ``-100``, the index transformers' cross-entropy loss ignores. So the loss 
 once, however many pieces the tokenizer cuts it into. :meth:`TaggingRun.collate` pads ``labels`` with ``-100`` too, so
 padding positions are ignored as well.
 
-Prediction. :func:`harness.batching.argmax_predictions` gives the arg-max label id of every position of every
+Prediction. :func:`harness.tasklib.batching.argmax_predictions` gives the arg-max label id of every position of every
 (padded) row; :meth:`TaggingRun.word_tags` drops the row's padding and reads each word's tag off its first sub-token.
 A word with no sub-token in the encoded input (cut by truncation to ``max_length``, or a word the tokenizer turns into
 nothing) is predicted ``None``, which scores as wrong.
@@ -21,9 +21,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Callable
 
-from harness.batching import argmax_predictions, pad_batch
-from harness.components import EvalResult, LoadedModel, TaskRun
+from harness.api.components import EvalResult, LoadedModel, TaskRun
 from harness.errors import HarnessError
+from harness.tasklib.batching import argmax_predictions, pad_batch
 from transformers import AutoModelForTokenClassification
 
 from .tagging_data import Sentence, Splits

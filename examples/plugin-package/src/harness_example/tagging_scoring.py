@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:  # pragma: no cover
-    from harness.stats import ItemStats
+    from harness.api.itemstats import ItemStats
 
 METRICS = ("accuracy", "sentence_accuracy")
 
@@ -79,7 +79,7 @@ def _tags(value: Any, allow_none: bool) -> list[str | None] | None:
 def item_statistics(rows: Sequence[Mapping[str, Any]], metric: str) -> ItemStats | None:
     """Additive per-sentence statistics of ``accuracy`` or ``sentence_accuracy`` over saved prediction rows (``id``,
     tag lists ``prediction`` and ``reference`` of equal length); ``None`` for other metrics and unreadable rows."""
-    from harness.stats import ItemStats
+    from harness.api.itemstats import ItemStats
 
     if metric not in METRICS or not rows:
         return None

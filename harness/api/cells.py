@@ -1,0 +1,111 @@
+"""A planned cell: one task × strategy × model × seed with everything resolved, its key and its folder name.
+
+The unit every layer passes around (planning makes cells, executors and workers run them, records and reports name
+them); light: standard library and :mod:`harness.api.budget` only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from harness.api.budget import Budget
+
+#: Characters of :attr:`Cell.cell_id` kept in a cell's folder name.
+MAX_ID_IN_DIRNAME = 160
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One planned run: a task, a strategy, a model and a seed, with everything resolved.
+
+    ``key`` hashes the full resolved configuration: changing any option changes the key, so only affected cells
+    rerun; the harness version and plugin versions are recorded but not hashed.
+    """
+
+    suite: str
+    task: str
+    task_type: str
+    task_options: Mapping[str, Any]
+    strategy: str
+    strategy_type: str
+    strategy_options: Mapping[str, Any]
+    model: str
+    model_source: str
+    model_options: Mapping[str, Any]
+    model_family: str
+    seed: int
+    budget: Budget
+    trust_remote_code: bool = False
+    skip_reason: str | None = None
+    #: The model's identity as its source tells it (a hub id, a folder name, a tiny config), for reports.
+    model_label: str = ""
+
+    @property
+    def cell_id(self) -> str:
+        """Readable identity, unique within a suite: ``task--strategy--model--seedN``."""
+        return _safe(f"{self.task}--{self.strategy}--{self.model}--seed{self.seed}")
+
+    def config(self) -> dict[str, Any]:
+        """The resolved cell configuration (what the key hashes; the ``config`` of the report contract)."""
+        return {
+            "task": {"name": self.task, "type": self.task_type, "options": dict(self.task_options)},
+            "strategy": {"name": self.strategy, "type": self.strategy_type, "options": dict(self.strategy_options)},
+            "model": {
+                "name": self.model,
+                "source": self.model_source,
+                "family": self.model_family,
+                "label": self.model_label,
+                "options": dict(self.model_options),
+                "trust_remote_code": self.trust_remote_code,
+            },
+            "budget": self.budget.to_dict(),
+            "seed": self.seed,
+        }
+
+    @property
+    def key(self) -> str:
+        """Hash of :meth:`config` without ``budget.timeout_s`` (a time limit changes no result)."""
+        config = self.config()
+        config["budget"].pop("timeout_s", None)
+        blob = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    @property
+    def dirname(self) -> str:
+        """The cell's folder name: its id and key, the id cut to :data:`MAX_ID_IN_DIRNAME` characters so that the
+        name stays within filesystem limits (255 bytes) whatever the names in the suite; the key keeps it unique."""
+        return f"{self.cell_id[:MAX_ID_IN_DIRNAME]}--{self.key[:8]}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"suite": self.suite, "skip_reason": self.skip_reason, **self.config()}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Cell:
+        task, strategy, model = data["task"], data["strategy"], data["model"]
+        return cls(
+            suite=data["suite"],
+            task=task["name"],
+            task_type=task["type"],
+            task_options=task["options"],
+            strategy=strategy["name"],
+            strategy_type=strategy["type"],
+            strategy_options=strategy["options"],
+            model=model["name"],
+            model_source=model["source"],
+            model_options=model["options"],
+            model_family=model["family"],
+            model_label=model.get("label", ""),
+            trust_remote_code=model.get("trust_remote_code", False),
+            seed=data["seed"],
+            budget=Budget.from_dict(data["budget"]),
+            skip_reason=data.get("skip_reason"),
+        )
+
+
+def _safe(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._=+-]+", "_", text)
