@@ -2,7 +2,7 @@
 
 Light at import (no torch, no peft): options are declared here, checked against the fields of the installed peft's
 config dataclasses read from its source with :mod:`ast`, and the model is wrapped inside the worker by
-:mod:`harness_plugins.peft_support`.
+:mod:`harness_plugins.peft_support` (the config from :mod:`harness_plugins.peft_config`).
 
 Options. The commonly used fields of each peft config are typed options with documented defaults; any other field
 of the config passes through the ``peft`` table (``peft = {use_dora = true}``), whose keys and value types are
@@ -32,6 +32,7 @@ from harness.api.hookspecs import hookimpl
 from harness.api.options import Option, did_you_mean
 from harness.errors import Problem
 
+from .peft_config import ENCODER_TASKS
 from .peft_fields import peft_fields
 
 #: Config fields the harness sets itself, and why.
@@ -47,9 +48,6 @@ CONTROLLED = {
 #: Where peft defines the base configs (files inside the peft package).
 PEFT_BASE = ("config.py", "PeftConfig")
 PROMPT_BASE = ("config.py", "PromptLearningConfig")
-#: Encoder task types by task plugin name (see the module docs).
-ENCODER_TASKS = {"classification": "SEQ_CLS", "ner": "TOKEN_CLS"}
-
 
 TARGETS_HELP = (
     "module-name suffixes to adapt (default: peft's per-architecture mapping, e.g. BERT query,value, GPT-2 c_attn, "

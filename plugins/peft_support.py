@@ -1,10 +1,11 @@
 """Worker-side machinery of the peft strategies (heavy: imports torch and peft; only ``apply`` imports it).
 
-:func:`apply_peft` builds the peft config from a cell's options and wraps the model; on top of peft (0.17 to 0.21,
-with transformers 4.57 and 5.x) it
+:func:`apply_peft` builds the peft config from a cell's options (:mod:`harness_plugins.peft_config`) and wraps the
+model; on top of peft (0.17 to 0.21, with transformers 4.57 and 5.x) it
 
 * maps the cell to peft's task type (encoder heads: ``SEQ_CLS`` / ``TOKEN_CLS``; decoders ``CAUSAL_LM``;
-  encoder-decoders ``SEQ_2_SEQ_LM``) and trains the task head (``modules_to_save`` from ``run.head_prefixes``);
+  encoder-decoders ``SEQ_2_SEQ_LM``) and trains the task head (``modules_to_save`` from ``run.head_prefixes``), in
+  :mod:`harness_plugins.peft_config`;
 * aligns outputs with the input positions where prompt tuning and P-tuning prepend virtual tokens: a causal LM's
   logits lose the virtual positions (log-likelihood scoring reads logits by position), and token classification
   computes its loss on the real positions (peft 0.21 does not pad the labels for the virtual tokens and fails);
@@ -21,12 +22,10 @@ with transformers 4.57 and 5.x) it
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 import math
-import typing
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import peft
@@ -34,37 +33,11 @@ import torch
 from peft import get_peft_model
 
 from harness.api.components import CellContext, TaskRun
-from harness.api.options import did_you_mean
 from harness.errors import HarnessError
 
-from .peft_strategies import ENCODER_TASKS
+from .peft_config import HEAD_CLASS_TASK_TYPES, VIRTUAL_TOKEN_CONFIGS, build_config, config_kwargs, peft_task_type
 
-#: peft task types of the text-to-text families.
-FAMILY_TASK_TYPES = {"decoder": "CAUSAL_LM", "encoder-decoder": "SEQ_2_SEQ_LM"}
-#: Head classes of transformers models, by the suffix of their class name.
-HEAD_CLASS_TASK_TYPES = {"ForSequenceClassification": "SEQ_CLS", "ForTokenClassification": "TOKEN_CLS"}
-#: Methods that prepend virtual tokens to the input embeddings.
-VIRTUAL_TOKEN_CONFIGS = ("PromptTuningConfig", "PromptEncoderConfig")
 IGNORE_INDEX = -100
-
-
-def peft_task_type(model: Any, family: str, task: str, where: str) -> str:
-    """The peft task type of a cell: by family for text-to-text models, by head class (then task name) for encoders."""
-    if family in FAMILY_TASK_TYPES:
-        return FAMILY_TASK_TYPES[family]
-    name = type(model).__name__
-    for suffix, task_type in HEAD_CLASS_TASK_TYPES.items():
-        if name.endswith(suffix):
-            return task_type
-    if task in ENCODER_TASKS:
-        return ENCODER_TASKS[task]
-    raise HarnessError(f"{where}: no peft task type for task {task!r} on an encoder ({name}); it needs a head model")
-
-
-def head_modules(model: Any, head_prefixes: Sequence[str]) -> list[str]:
-    """Names of the model's modules that are the task head (trained and saved with the adapter)."""
-    names = {name for name, _ in model.named_modules()}
-    return sorted({p.rstrip(".") for p in head_prefixes if p.rstrip(".") in names})
 
 
 def task_tokenizer(run: TaskRun) -> Any:
@@ -74,107 +47,6 @@ def task_tokenizer(run: TaskRun) -> Any:
         if value is not None and hasattr(value, "convert_tokens_to_ids"):
             return value
     return None
-
-
-def _dataclass_in(hint: Any) -> type | None:
-    for candidate in (hint, *typing.get_args(hint)):
-        if dataclasses.is_dataclass(candidate) and isinstance(candidate, type):
-            return candidate
-    return None
-
-
-def build_config(config_class: str, kwargs: Mapping[str, Any], where: str) -> Any:
-    """peft's ``config_class`` from ``kwargs``; tables become the dataclasses a field expects."""
-    cls = getattr(peft, config_class)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    try:
-        hints = typing.get_type_hints(cls)
-    except Exception:  # forward references peft does not resolve: fall back to the raw annotations
-        hints = {name: f.type for name, f in fields.items()}
-    values = dict(kwargs)
-    for key, value in values.items():
-        if key not in fields:
-            raise HarnessError(
-                f"{where}.peft.{key}: not a field of peft's {config_class}{did_you_mean(key, list(fields))}"
-            )
-        nested = _dataclass_in(hints.get(key))
-        if isinstance(value, Mapping) and nested is not None:
-            try:
-                values[key] = nested(**value)
-            except TypeError as exc:
-                raise HarnessError(f"{where}.peft.{key}: peft's {nested.__name__} rejects it ({exc})") from None
-    try:
-        return cls(**values)
-    except (TypeError, ValueError) as exc:
-        raise HarnessError(f"{where}: peft's {config_class} rejects the options: {exc}") from None
-
-
-#: peft's per-architecture default target modules, by config class (``TRANSFORMERS_MODELS_TO_{key}_...``).
-TARGET_MAPPINGS = {"LoraConfig": "LORA", "AdaLoraConfig": "ADALORA", "IA3Config": "IA3"}
-
-
-def default_targets(model: Any, config_class: str) -> dict[str, Any]:
-    """Target modules for a model type peft has no default for: the defaults of the first architecture in peft's
-    mapping whose module names the model shares (Marian takes BART's ``q_proj``, ``v_proj``); empty when peft
-    knows the model type, or no architecture fits (peft then asks for ``target_modules``)."""
-    from peft.utils import constants
-
-    key = TARGET_MAPPINGS.get(config_class)
-    targets = getattr(constants, f"TRANSFORMERS_MODELS_TO_{key}_TARGET_MODULES_MAPPING", {}) if key else {}
-    feedforward = getattr(constants, "TRANSFORMERS_MODELS_TO_IA3_FEEDFORWARD_MODULES_MAPPING", {})
-    if not targets or getattr(model.config, "model_type", None) in targets:
-        return {}
-    names = [name for name, module in model.named_modules() if not list(module.children())]
-
-    def present(suffix: str) -> bool:
-        return any(name == suffix or name.endswith("." + suffix) for name in names)
-
-    for other, modules in targets.items():
-        if modules and all(present(m) for m in modules) and (key != "IA3" or other in feedforward):
-            return {
-                "target_modules": list(modules),
-                **({"feedforward_modules": list(feedforward[other])} if key == "IA3" else {}),
-            }
-    return {}
-
-
-def hidden_size(model: Any) -> int:
-    """Width of the model's token embeddings."""
-    return int(model.get_input_embeddings().embedding_dim)
-
-
-def planned_steps(run: TaskRun, ctx: CellContext) -> int:
-    """Optimizer steps the cell's budget asks for (AdaLoRA's ``total_step``)."""
-    from harness.api.budget import total_steps
-
-    return max(1, total_steps(len(run.examples("train")), ctx.budget))
-
-
-def config_kwargs(
-    model: Any, run: TaskRun, config_class: str, options: Mapping[str, Any], ctx: CellContext, task_type: str
-) -> dict[str, Any]:
-    """peft config arguments from the strategy options: the declared ones that are set, the ``peft`` table, the task
-    type, the head to train and save, and the defaults that depend on the model or the cell."""
-    kwargs = {k: v for k, v in options.items() if k != "peft" and v is not None}
-    extra = dict(options.get("peft") or {})
-    modules = list(extra.pop("modules_to_save", None) or [])
-    kwargs.update(extra, task_type=task_type)
-    if kwargs.get("target_modules") == ["all-linear"]:
-        kwargs["target_modules"] = "all-linear"  # peft's special value: every linear layer but the output layer
-    elif config_class in TARGET_MAPPINGS and "target_modules" not in kwargs:
-        kwargs.update({k: v for k, v in default_targets(model, config_class).items() if k not in kwargs})
-    if task_type in HEAD_CLASS_TASK_TYPES.values():
-        modules += head_modules(model, run.head_prefixes)
-    if modules:
-        kwargs["modules_to_save"] = sorted(set(modules))
-    if config_class == "AdaLoraConfig":
-        kwargs.setdefault("total_step", planned_steps(run, ctx))
-    if config_class == "PromptEncoderConfig" or kwargs.get("prefix_projection"):
-        kwargs.setdefault("encoder_hidden_size", hidden_size(model))
-    if config_class in VIRTUAL_TOKEN_CONFIGS and task_type == "SEQ_2_SEQ_LM":
-        # peft's default of 2 also allocates prompts for the decoder, which these methods never use
-        kwargs.setdefault("num_transformer_submodules", 1)
-    return kwargs
 
 
 def apply_peft(model: Any, run: TaskRun, config_class: str, options: Mapping[str, Any], ctx: CellContext) -> Any:

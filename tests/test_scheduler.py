@@ -181,7 +181,7 @@ def test_tiny_source_size_equals_the_built_model(architecture):
 
 
 def test_config_sizes_of_common_architectures():
-    from harness_plugins.sources import size_from_config
+    from harness_plugins.model_files import size_from_config
 
     llama = {"model_type": "llama", "hidden_size": 576, "intermediate_size": 1536, "num_hidden_layers": 30,
              "num_attention_heads": 9, "num_key_value_heads": 3, "vocab_size": 49152, "tie_word_embeddings": True}

@@ -30,30 +30,23 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.api.components import CheckContext
 from harness.api.options import Option
-from harness.errors import HarnessError, Problem
-from harness.tasklib.datacheck import check_by_reading
+from harness.errors import HarnessError
 from harness.tasklib.datafiles import (
     SPLITS,
     SplitAccess,
     carve_and_cap,
-    count_lines,
     data_file,
-    fraction_problems,
-    head_text,
-    json_error,
     jsonl_records,
     read_text,
     split_lines,
 )
-from harness.tasklib.datahub import dataset_cached, datasets_offline, load_hub_split
+from harness.tasklib.datahub import load_hub_split
 
 FORMATS = ("auto", "parallel", "po", "jsonl", "csv", "tsv")
 #: Formats where each file already pairs sources with targets, without columns (translation only).
@@ -289,7 +282,8 @@ def _read_split(
     return origin, pairs, from_records
 
 
-def _present(options: Mapping[str, Any], split: str) -> bool:
+def split_present(options: Mapping[str, Any], split: str) -> bool:
+    """Whether the options give ``split``: a file, or a hub split name when a dataset is given."""
     if options.get("dataset"):
         return bool(options.get(f"{split}_split"))
     return bool(options.get(split))
@@ -301,10 +295,10 @@ def load_pairs(
     """Load the splits the (resolved) options describe, carve the missing ones from train and apply the caps.
 
     Raises :class:`HarnessError` naming the file and line (or hub split and row) of any bad data."""
-    if not _present(options, "train"):
+    if not split_present(options, "train"):
         raise HarnessError("no training data: set train (a file) or dataset")
     seen: set[str] = set()
-    loaded = {s: _read_split(options, s, columns, seen) for s in SPLITS if _present(options, s)}
+    loaded = {s: _read_split(options, s, columns, seen) for s in SPLITS if split_present(options, s)}
     unseen = [c for c in columns.references if c not in seen]
     if unseen and any(from_records for _, _, from_records in loaded.values()):
         origins = ", ".join(origin for origin, _, _ in loaded.values())
@@ -312,94 +306,3 @@ def load_pairs(
     examples = {split: pairs for split, (_, pairs, _) in loaded.items()}
     splits = carve_and_cap(examples, options, max_train_examples, eval_size, loaded["train"][0])
     return PairSplits(train=splits["train"], validation=splits["validation"], test=splits["test"])
-
-
-# -- validate-time checks ----------------------------------------------------------------------------------------
-def _first_record(path: Path, fmt: str, encoding: str) -> Mapping[str, Any] | str:
-    """The first record of a JSONL file or the header of a CSV/TSV file (as empty-valued columns), else a message."""
-    try:
-        head, _ = head_text(path, encoding)
-    except HarnessError as exc:
-        return str(exc)
-    line = next(line for line in split_lines(head) if line.strip())
-    if fmt == "jsonl":
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            return f"{path}:1: not valid JSON ({json_error(exc)})"
-        return record if isinstance(record, dict) else f"{path}:1: expected a JSON object per line"
-    header = line.split("\t") if fmt == "tsv" else next(csv.reader([line]), [])
-    return {name: "" for name in header}
-
-
-def read_problems(reader: str, options: Mapping[str, Any], columns: Columns, where: str, ctx: CheckContext) -> list[Problem]:
-    """The first problem :func:`load_pairs` meets reading every local file of the options (none for a hub dataset),
-    remembered per file identity (:func:`harness.tasklib.datacheck.check_by_reading`); ``reader`` names the task."""
-    if options.get("dataset"):
-        return []
-    files = [options[key] for split in SPLITS for key in (split, f"{split}_target") if options.get(key)]
-
-    def read() -> tuple[str, ...]:
-        load_pairs(options, columns)
-        return ()  # text pairs have nothing to warn about yet
-
-    return check_by_reading(reader, options, files, read, where, ctx)
-
-
-def check_pairs(options: Mapping[str, Any], columns: Columns, where: str, offline: bool) -> list[Problem]:
-    """Cheap checks at validate time: one data source, formats, columns in first lines, parallel line counts."""
-    problems: list[Problem] = []
-
-    def add(key: str, message: str) -> None:
-        problems.append(Problem(f"{where}.{key}", message))
-
-    given = [s for s in SPLITS if options.get(s)]
-    if options.get("dataset"):
-        if given:
-            add(given[0], "give either dataset or files, not both")
-        if not options.get("train_split"):
-            add("train_split", "a training split is required")
-        if (offline or datasets_offline()) and not dataset_cached(options["dataset"]):
-            add("dataset", f"dataset {options['dataset']!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE "
-                "is set; download it first or give local files")  # fmt: skip
-    elif not options.get("train"):
-        add("train", "missing: set train (a file) or dataset")
-    problems += fraction_problems(options, [s for s in ("validation", "test") if not _present(options, s)], where)
-    for split in SPLITS:
-        path, target = options.get(split), options.get(f"{split}_target")
-        if not path:
-            if target:
-                add(f"{split}_target", f"given without {split}")
-            continue
-        try:
-            fmt = detect_format(path, options["format"], bool(target))
-        except HarnessError as exc:
-            add("format", str(exc))
-            continue
-        if fmt == "parallel":
-            if not target:
-                add(f"{split}_target", f"required with format parallel ({split})")
-                continue
-            try:
-                n, m = (count_lines(p, options["encoding"]) for p in (path, target))
-            except HarnessError as exc:
-                add(split, str(exc))
-                continue
-            if n != m:
-                add(f"{split}_target", f"parallel files differ in length: {path} has {n} lines but {target} has {m}")
-            continue
-        if target:
-            add(f"{split}_target", f"only used with format parallel ({split} is {fmt})")
-        if fmt == "po":
-            continue
-        first = _first_record(Path(path), fmt, options["encoding"])
-        if isinstance(first, str):
-            add(split, first)
-            continue
-        keys = ", ".join(first) or "none"
-        if not found(lookup(first, columns.source)):
-            add(split, f"{path}: no column {columns.source!r} in the first row (columns: {keys})")
-        if not any(found(lookup(first, c)) for c in columns.references):
-            listed = ", ".join(repr(c) for c in columns.references)
-            add(split, f"{path}: none of the {columns.what} column(s) {listed} in the first row (columns: {keys})")
-    return problems

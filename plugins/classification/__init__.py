@@ -1,12 +1,12 @@
 """Text classification task ``classification``: accuracy and macro-F1 on encoder, decoder and encoder-decoder models.
 
 Encoders get a sequence-classification head (:mod:`harness_plugins.classification.run`). Decoders (causal LMs) and
-encoder-decoders run it as text-to-text (:mod:`harness_plugins.classification.text2text`): each label is rendered
-as a string by the *verbaliser* (the label name, or the ``verbalizer`` table's text for it), the prompt lists the
-verbalised labels (``{labels}``, templates in :mod:`harness.tasklib.prompts`), training teaches the model to answer with the
-verbalised label, and ``decision`` picks how an answer is read: ``loglik`` scores every verbalised label as a
-continuation of the prompt and takes the most likely (multiple choice, as lm-eval does), ``generate`` generates
-greedily and parses the answer back to a label.
+encoder-decoders run it as text-to-text (:mod:`harness_plugins.classification.text2text`): each label is rendered as a
+string by the *verbaliser* (the label name, or the ``verbalizer`` table's text for it;
+:mod:`harness_plugins.classification.verbalizer`), the prompt lists the verbalised labels (``{labels}``, templates in
+:mod:`harness.tasklib.prompts`), training teaches the model to answer with the verbalised label, and ``decision``
+picks how an answer is read: ``loglik`` scores every verbalised label as a continuation of the prompt and takes the
+most likely (multiple choice, as lm-eval does), ``generate`` generates greedily and parses the answer back to a label.
 
 Data comes from CSV, TSV, JSONL, a text file with a parallel label file (the TweetEval layout), or a Hugging Face
 dataset: a hub id (``dataset``) or a local dataset folder (``dataset_path``, see
@@ -24,19 +24,16 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from harness.api.components import CellContext, CheckContext, Task
 from harness.api.hookspecs import hookimpl
-from harness.api.options import Option, did_you_mean
+from harness.api.options import Option
 from harness.errors import HarnessError, Problem
 from harness.tasklib.datacheck import check_by_reading, note_data_warnings
 from harness.tasklib.datahub import uses_hub
-from harness.tasklib.prompts import (
-    CLASSIFICATION,
-    CLASSIFICATION_PAIRS,
-    TaskPrompts,
-    template_fields,
-    text2text_options,
-)
+from harness.tasklib.prompts import CLASSIFICATION, template_fields, text2text_options
 
 from .data import DATA_FILE_KEYS, FORMATS, check_files, load_splits, read_label_map
+from .verbalizer import task_prompts as task_prompts  # re-exported: importable from the package
+from .verbalizer import verbalise as verbalise
+from .verbalizer import verbalizer_problems
 
 if TYPE_CHECKING:  # pragma: no cover
     from harness.api.components import TaskRun
@@ -44,43 +41,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 METRICS = ("accuracy", "macro_f1")
 DECISIONS = ("loglik", "generate")
-
-
-def task_prompts(options: Mapping[str, Any]) -> TaskPrompts:
-    """The default templates for these options: :data:`~harness.tasklib.prompts.CLASSIFICATION_PAIRS` with sentence pairs."""
-    return CLASSIFICATION_PAIRS if options.get("text_pair_column") else CLASSIFICATION
-
-
-def verbalise(labels: Sequence[str], table: Mapping[str, str] | None) -> dict[str, str]:
-    """Each label's text, in label order: the ``verbalizer`` table's value, else the label name itself.
-
-    Raises :class:`HarnessError` when the table names a label outside ``labels`` or the texts are not usable."""
-    problems = verbalizer_problems(table or {}, labels, "verbalizer")
-    if problems:
-        raise HarnessError(f"task option {problems[0]}")
-    table = table or {}
-    return {label: table.get(label, label) for label in labels}
-
-
-def verbalizer_problems(table: Mapping[str, Any], labels: Sequence[str] | None, where: str) -> list[Problem]:
-    """What is wrong with a ``verbalizer`` table: a label outside ``labels`` (when known), a text that is not a
-    non-empty string, or two labels whose texts are equal once stripped and casefolded (answers could not tell them
-    apart)."""
-    problems = []
-    for label, text in table.items():
-        if labels is not None and label not in labels:
-            hint = did_you_mean(label, list(labels))
-            problems.append(Problem(f"{where}.{label}", f"unknown label {label!r}{hint}; labels: {', '.join(labels)}"))
-        if not isinstance(text, str) or not text.strip():
-            problems.append(Problem(f"{where}.{label}", "expected a non-empty string (the label's text)"))
-    if not problems:
-        seen: dict[str, str] = {}
-        for label in labels if labels is not None else list(table):
-            key = str(table.get(label, label)).strip().casefold()
-            if key in seen:
-                problems.append(Problem(f"{where}.{label}", f"same text as label {seen[key]!r}; texts must differ"))
-            seen.setdefault(key, label)
-    return problems
 
 
 def _known_labels(options: Mapping[str, Any]) -> list[str] | None:

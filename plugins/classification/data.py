@@ -16,7 +16,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 from harness.errors import HarnessError, Problem
 from harness.tasklib.datafiles import (
@@ -32,6 +32,8 @@ from harness.tasklib.datafiles import (
     split_lines,
 )
 from harness.tasklib.datahub import check_hub, source_problem, uses_hub
+
+from .hub import _Row, read_hub
 
 FORMATS = ("auto", "csv", "tsv", "jsonl", "text-files", "hub")
 #: The options that name data files, all read by :func:`load_splits`.
@@ -59,13 +61,6 @@ class Splits(SplitAccess[Example]):
     test: tuple[Example, ...]
     labels: tuple[str, ...]
     warnings: tuple[str, ...] = ()
-
-
-class _Row(NamedTuple):
-    text: str
-    text_pair: str | None
-    label: str
-    place: str  # where the label was read: "file:line", or "dataset 'id' split 'train' row 7"
 
 
 def detect_format(path: str | Path, fmt: str = "auto") -> str:
@@ -184,8 +179,6 @@ def load_splits(
 ) -> Splits:
     """Load train, validation and test as the task's (resolved) options describe, carve missing splits from train,
     check every label against the label set, and apply the caps. Raises :class:`HarnessError` naming file and line."""
-    from .hub import read_hub
-
     problem = source_problem(options)
     if problem is not None:
         raise HarnessError(problem[1])

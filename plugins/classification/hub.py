@@ -12,12 +12,20 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 from harness.errors import HarnessError
 from harness.tasklib.datahub import hub_splits
 
-from .data import _Row
+
+class _Row(NamedTuple):
+    """One labelled row as read, before it becomes an :class:`~harness_plugins.classification.data.Example`: from a
+    dataset split here, from a data file in :mod:`harness_plugins.classification.data`."""
+
+    text: str
+    text_pair: str | None
+    label: str
+    place: str  # where the label was read: "file:line", or "dataset 'id' split 'train' row 7"
 
 
 def _column_kind(feature: Any) -> str:

@@ -1,6 +1,6 @@
 """The classification task on decoder and encoder-decoder models: verbalised labels, log-likelihood or generation.
 
-Every label is rendered as a string by the verbaliser (:func:`harness_plugins.classification.verbalise`); training
+Every label is rendered as a string by the verbaliser (:func:`harness_plugins.classification.verbalizer.verbalise`); training
 targets are the verbalised labels. The answer of a cell's model is read by the ``decision`` option:
 
 * ``loglik`` (default; multiple choice as lm-eval scores it): every verbalised label is scored as a continuation of
@@ -34,9 +34,9 @@ from harness.tasklib.batching import inference, pad_batch
 from harness.tasklib.prompts import Prompt
 from harness.tasklib.text2text import IGNORE_INDEX, GenerationSettings, TextToTextRun
 
-from . import task_prompts, verbalise
 from .data import Example, Splits
 from .scores import classification_metrics
+from .verbalizer import task_prompts, verbalise
 
 
 def parse_answer(generation: str, verbalised: Mapping[str, str]) -> str | None:

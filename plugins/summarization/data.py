@@ -13,7 +13,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from harness.errors import Problem
-from harness.tasklib.textpairs import Columns, PairSplits, check_pairs, load_pairs
+from harness.tasklib.paircheck import check_pairs
+from harness.tasklib.textpairs import Columns, PairSplits, load_pairs
 
 
 def columns(options: Mapping[str, Any]) -> Columns:

@@ -23,8 +23,9 @@ from harness.api.components import CellContext, CheckContext, Task
 from harness.api.hookspecs import hookimpl
 from harness.api.options import REQUIRED, Option
 from harness.errors import Problem
+from harness.tasklib.paircheck import read_problems
 from harness.tasklib.prompts import TRANSLATION, text2text_options
-from harness.tasklib.textpairs import pair_data_options, read_problems
+from harness.tasklib.textpairs import pair_data_options
 
 from . import data
 

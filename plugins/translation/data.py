@@ -12,7 +12,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from harness.errors import HarnessError, Problem
-from harness.tasklib.textpairs import Columns, PairSplits, check_pairs, load_pairs
+from harness.tasklib.paircheck import check_pairs
+from harness.tasklib.textpairs import Columns, PairSplits, load_pairs
 
 #: Language names used in prompts, by ISO 639-1 code; ``source_lang_name`` / ``target_lang_name`` override them.
 # fmt: off

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import helpers
 import pytest
-from harness_plugins.sources import HubSource, LocalSource, TinySource, family_from_config
+from harness_plugins.model_files import family_from_config
+from harness_plugins.sources import HubSource, LocalSource, TinySource
 
 from harness.api.components import CheckContext
 from harness.api.host import PluginHost
