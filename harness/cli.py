@@ -77,6 +77,13 @@ def validate(suite: Path) -> None:
     )
 
 
+ONLY = click.option("--only", multiple=True, metavar="KEY=PATTERN[,...]",
+                    help="Only cells matching this rule (keys task, strategy, model, seed; globs, as in [[exclude]]); "
+                         "repeat for more rules: a cell matching any is selected.")  # fmt: skip
+EXCLUDE = click.option("--exclude", multiple=True, metavar="KEY=PATTERN[,...]",
+                       help="Leave out cells matching this rule (same syntax as --only); repeatable.")
+
+
 @cli.command()
 @click.argument("suite", type=click.Path(path_type=Path))
 @click.option("--output", "-o", type=click.Path(path_type=Path), help="Results directory (default results/<suite name>).")
@@ -89,15 +96,19 @@ def validate(suite: Path) -> None:
 @click.option("--save-artifacts", is_flag=True, help="Save each cell's trained weights beside its record.")
 @click.option("--address", metavar="auto|HOST:PORT",
               help="Ray cluster the ray executor connects to (sets RAY_ADDRESS). Default: a local Ray instance.")
-def run(suite: Path, address: str | None, **options: Any) -> None:
+@ONLY
+@EXCLUDE
+def run(suite: Path, address: str | None, only: tuple[str, ...], exclude: tuple[str, ...], **options: Any) -> None:
     """Run every task × strategy × model × seed cell of SUITE, each in its own process."""
+    from harness.planning.select import Selection
     from harness.run.runner import RunOptions, run_suite
 
     if address is not None:
         if not address.strip():
             raise click.BadParameter("expected auto or HOST:PORT", param_hint="--address")
         os.environ["RAY_ADDRESS"] = address.strip()  # Ray's own variable, read by the ray executor
-    sys.exit(run_suite(suite, RunOptions(address=address, **options)))
+    selection = Selection.parse(only, exclude)
+    sys.exit(run_suite(suite, RunOptions(address=address, selection=selection, **options)))
 
 
 DIMENSIONS = ("task", "strategy", "model")
@@ -120,12 +131,15 @@ DIMENSIONS = ("task", "strategy", "model")
               help="Resamples of the paired approximate randomisation test.")
 @click.option("--plots", "plots_dir", type=click.Path(path_type=Path, file_okay=False),
               help="Also write the plots (PNG and SVG) into this directory.")
+@ONLY
+@EXCLUDE
 def report(
     results: Path, fmt: str, output: Path | None, rows: str, cols: str, metric: str | None, baseline: str | None,
-    alpha: float, resamples: int, plots_dir: Path | None,
+    alpha: float, resamples: int, plots_dir: Path | None, only: tuple[str, ...], exclude: tuple[str, ...],
 ) -> None:
     """Compare the records in RESULTS: rows are tasks, columns strategies, one table per model (by default)."""
     from harness.api.host import PluginHost
+    from harness.planning.select import Selection
     from harness.report.reporting import ReportOptions, build_report
     from harness.report.rows import load_rows
 
@@ -134,7 +148,9 @@ def report(
     if reporter.output == "directory" and output is None:
         raise HarnessError(f"--format {fmt} writes a directory: give it with --output DIR")
     options = ReportOptions(rows=rows, cols=cols, metric=metric, baseline=baseline, alpha=alpha, resamples=resamples)
-    built = build_report(_loaded(load_rows(results)), options, results_dir=results, task_lookup=_task_lookup(host))
+    selection = Selection.parse(only, exclude)
+    loaded = _loaded(load_rows(results, selection.keeps if selection else None))
+    built = build_report(loaded, options, results_dir=results, task_lookup=_task_lookup(host))
     if plots_dir is not None:
         from dataclasses import replace
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from fnmatch import fnmatchcase
 from typing import Any
 
@@ -13,11 +13,12 @@ from harness.errors import HarnessError, Problem, ValidationError
 from harness.planning.suite import Declared, Suite
 
 
-def _excluded(
-    rules: tuple[Mapping[str, Any], ...], task: str, strategies: tuple[str, ...], model: str, seed: int
+def matches_any(
+    rules: Sequence[Mapping[str, Any]], task: str, strategies: tuple[str, ...], model: str, seed: int
 ) -> bool:
-    """Whether a rule excludes the cell; a strategy pattern matches the suite's name or a variant's (``few_shot``
-    excludes every ``few_shot@k=N``, ``few_shot@k=8`` only that one)."""
+    """Whether one of ``rules`` (``[[exclude]]`` tables, ``--only`` / ``--exclude`` rules) matches the cell: every key
+    of a rule must match (a list: any of its values; names are globs); a strategy pattern matches the suite's name
+    or a variant's (``few_shot`` matches every ``few_shot@k=N``, ``few_shot@k=8`` only that one)."""
     values = {"task": (task,), "strategy": strategies, "model": (model,)}
     for rule in rules:
         matched = True
@@ -91,7 +92,7 @@ def plan(suite: Suite, host: PluginHost) -> list[Cell]:
                 for suffix, options in strategy.variants(strategy_decl.options):
                     name = f"{strategy_decl.name}@{suffix}" if suffix else strategy_decl.name
                     for seed in suite.seeds:
-                        if _excluded(suite.exclude, task_decl.name, (strategy_decl.name, name), model.name, seed):
+                        if matches_any(suite.exclude, task_decl.name, (strategy_decl.name, name), model.name, seed):
                             continue
                         cells.append(
                             Cell(

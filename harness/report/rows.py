@@ -8,10 +8,11 @@ under ``records``). :mod:`harness.report.analysis` aggregates rows over seeds an
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from harness.api.cells import Cell
 from harness.errors import HarnessError
 from harness.results.records import InvalidRecordError, NewerSchemaError, Record, read_record
 from harness.results.store import PLAN, RECORD
@@ -20,6 +21,8 @@ if TYPE_CHECKING:  # pragma: no cover
     pass
 
 Row = Mapping[str, Any]
+#: Which cells to report: ``keep(task, strategy, model, seed)``.
+Keep = Callable[[str, str, str, int], bool]
 
 class Rows(list[dict[str, Any]]):
     """Report rows (``Record.to_json()`` dicts) plus ``pending``: planned cells that have no record yet,
@@ -52,8 +55,11 @@ def pending_note(rows: Sequence[Row]) -> str | None:
 # -- loading ---------------------------------------------------------------------------------------------------
 
 
-def load_rows(results_dir: Path) -> Rows:
+def load_rows(results_dir: Path, keep: Keep | None = None) -> Rows:
     """The rows of a results directory, sorted by model, task, strategy, seed.
+
+    ``keep(task, strategy, model, seed)``, when given, selects the cells to report (``--only`` / ``--exclude``:
+    :meth:`harness.planning.select.Selection.keeps`); the others are neither rows nor pending.
 
     With ``plan.json`` (written by ``harness run``) exactly the cells of the current plan are reported: a cell's
     record counts only when its key matches the plan (records of an older configuration are ignored); a planned
@@ -68,7 +74,7 @@ def load_rows(results_dir: Path) -> Rows:
     root = Path(results_dir)
     if not root.is_dir():
         raise HarnessError(f"{root}: {'not a directory' if root.exists() else 'no such results directory'}")
-    rows = _rows_from_plan(root) if (root / PLAN).is_file() else _newest_records(root)
+    rows = _rows_from_plan(root, keep) if (root / PLAN).is_file() else _newest_records(root, keep)
     if not rows:
         waiting = f" ({rows.pending} planned cells have no record yet)" if rows.pending else ""
         raise HarnessError("\n".join([
@@ -78,7 +84,7 @@ def load_rows(results_dir: Path) -> Rows:
     return rows
 
 
-def _newest_records(root: Path) -> Rows:
+def _newest_records(root: Path, keep: Keep | None) -> Rows:
     newest: dict[tuple[str, str, str, int], tuple[Record, Path]] = {}
     warnings: list[str] = []
     for path in sorted((root / "cells").glob(f"*/{RECORD}")):
@@ -92,6 +98,8 @@ def _newest_records(root: Path) -> Rows:
         except OSError:
             continue
         identity = (record.task, record.strategy, record.model, record.seed)
+        if keep is not None and not keep(*identity):
+            continue
         kept = newest.get(identity)
         if kept is None or (record.finished_at or "") > (kept[0].finished_at or ""):
             newest[identity] = (record, path.parent)
@@ -100,9 +108,7 @@ def _newest_records(root: Path) -> Rows:
     )
 
 
-def _rows_from_plan(root: Path) -> Rows:
-    from harness.api.cells import Cell
-
+def _rows_from_plan(root: Path, keep: Keep | None) -> Rows:
     path = root / PLAN
     try:
         planned = [(str(e["key"]), str(e["dir"]), Cell.from_json(e)) for e in json.loads(path.read_text("utf-8"))["cells"]]
@@ -110,6 +116,8 @@ def _rows_from_plan(root: Path) -> Rows:
         raise HarnessError(f"{path}: not a plan written by `harness run` ({type(exc).__name__}: {exc})") from None
     rows = Rows()
     for key, dirname, cell in planned:
+        if keep is not None and not keep(cell.task, cell.strategy, cell.model, cell.seed):
+            continue
         path = root / "cells" / dirname / RECORD
         record, problem = _read_matching(path, key)
         if problem is not None:

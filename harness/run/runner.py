@@ -11,7 +11,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ import click
 from harness.api.cells import Cell
 from harness.api.host import PluginHost
 from harness.planning.plan import budget_warnings, plan
+from harness.planning.select import Selection
 from harness.planning.suite import load_suite
 from harness.results.records import cell_record, write_json_atomic
 from harness.results.store import CORRUPT, LOG, ResultStore, now
@@ -55,6 +56,9 @@ class RunOptions:
     #: ``--address``: the Ray cluster of the ``ray`` executor (the CLI exports it as ``RAY_ADDRESS``, which the
     #: executor reads); ``None``: a local Ray instance.
     address: str | None = None
+    #: ``--only`` / ``--exclude``: the cells to run and print (:mod:`harness.planning.select`); ``plan.json`` keeps
+    #: the whole plan.
+    selection: Selection = field(default_factory=Selection)
 
 
 class Terminated(KeyboardInterrupt):
@@ -182,15 +186,17 @@ def run_suite(
         devices = discover_devices(options.devices)
         if not options.dry_run:
             store.ensure_writable()
-        for warning in _set_aside_unreadable(store, cells, options.dry_run):
+        selected = options.selection.cells(cells, str(suite.path))
+        for warning in _set_aside_unreadable(store, selected, options.dry_run):
             echo(f"warning: {warning}", err=True)
-        skipped = [c for c in cells if c.skip_reason]
-        runnable = [c for c in cells if not c.skip_reason]
+        skipped = [c for c in selected if c.skip_reason]
+        runnable = [c for c in selected if not c.skip_reason]
         to_run = runnable if options.rerun else [c for c in runnable if not store.is_done(c)]
         running_keys = {c.key for c in to_run}
         done = [c for c in runnable if c.key not in running_keys]
+        chosen = f", {len(selected)} selected ({options.selection.text})" if options.selection else ""
         head = (
-            f"suite {suite.name}: {len(cells)} cells: {len(to_run)} to run, {len(done)} already done, "
+            f"suite {suite.name}: {len(cells)} cells{chosen}: {len(to_run)} to run, {len(done)} already done, "
             f"{len(skipped)} skipped; {_devices_text(devices, options.jobs, suite.max_cells_per_gpu)} via "
             f"{executor.name}; records in {store.root}"
         )
