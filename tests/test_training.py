@@ -194,6 +194,23 @@ def test_optimizer_skips_weight_decay_on_biases_and_layernorm():
     assert not any(n.startswith("bert.embeddings") for n in decay | no_decay)  # trainable parameters only
 
 
+def test_optimizer_uses_the_fused_adamw_kernel_where_torch_has_it():
+    """One fused kernel for every parameter (what Trainer's default ``adamw_torch_fused`` uses; on CPU since torch
+    2.4), not a Python loop over parameters: 20 % of a MiniLM step on 2 CPU cores went to that loop."""
+    import torch
+
+    model = rt.tiny_bert(0)
+    optimizer = build_optimizer(model, Budget(), "cpu")
+    try:
+        torch.optim.AdamW([torch.zeros(1)], fused=True)
+    except (RuntimeError, ValueError):
+        assert not optimizer.defaults["fused"]
+    else:
+        assert optimizer.defaults["fused"] is True
+    double = rt.tiny_bert(0).to(torch.float64)  # another floating dtype: fused, or torch's default if refused
+    assert build_optimizer(double, Budget(), "cpu").param_groups
+
+
 def test_progress_is_reported_and_ends_at_the_total():
     calls = []
     model = rt.tiny_bert(0)

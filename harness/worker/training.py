@@ -15,7 +15,8 @@ Protocol (the same for every strategy in a suite):
   still seen exactly once per epoch in a seeded random order.
 * **Length.** ``budget.max_steps`` optimizer steps when set, otherwise ``ceil(epochs * steps_per_epoch)`` (fractional
   epochs allowed).
-* **Optimizer.** AdamW over trainable parameters only; no weight decay on biases and normalisation weights (the
+* **Optimizer.** AdamW over trainable parameters only, torch's fused kernel where it has one (CUDA; CPU since torch
+  2.4; as transformers' ``Trainer`` by default); no weight decay on biases and normalisation weights (the
   rule of transformers' ``Trainer``); linear warm-up (``warmup_steps``, else ``ceil(warmup_ratio * steps)``) then
   linear decay to 0; gradient clipping at ``max_grad_norm`` (0 disables).
 * **Early stopping** (``budget.early_stopping_patience``): after each epoch (and after a final partial one) the model
@@ -130,7 +131,24 @@ def build_optimizer(model: Any, budget: Budget, device: str) -> Any:
         for g in ({"params": decay, "weight_decay": budget.weight_decay}, {"params": no_decay, "weight_decay": 0.0})
         if g["params"]
     ]
-    return torch.optim.AdamW(groups, lr=budget.learning_rate, fused=True if device.startswith("cuda") else None)
+    return torch.optim.AdamW(groups, lr=budget.learning_rate, fused=_fused_supported(groups, device))
+
+
+def _fused_supported(groups: list[dict[str, Any]], device: str) -> bool | None:
+    """``True`` when torch's fused AdamW kernel can take these parameters (CUDA, and CPU since torch 2.4, floating
+    point): one kernel for every parameter instead of a Python loop over them, as transformers' Trainer uses by
+    default (``adamw_torch_fused``); ``None`` (torch's default) otherwise."""
+    import torch
+
+    kind = torch.device(device).type
+    params = [p for group in groups for p in group["params"]]
+    if kind not in ("cuda", "cpu") or not all(p.is_floating_point() and p.device.type == kind for p in params):
+        return None
+    try:
+        torch.optim.AdamW([torch.zeros(1, device=params[0].device, dtype=params[0].dtype)], fused=True)
+    except (RuntimeError, ValueError):  # a torch without the fused kernel for this device or dtype
+        return None
+    return True
 
 
 def _loss(output: Any) -> Any:
