@@ -15,7 +15,7 @@ from harness.errors import HarnessError, Problem
 from harness.tasklib.datacheck import check_by_reading
 from harness.tasklib.datafiles import SPLITS, count_lines, fraction_problems, head_text, json_error, split_lines
 from harness.tasklib.datahub import dataset_cached, datasets_offline
-from harness.tasklib.textpairs import Columns, split_present, detect_format, found, load_pairs, lookup
+from harness.tasklib.textpairs import Columns, detect_format, found, load_pairs, lookup, split_present
 
 
 def _first_record(path: Path, fmt: str, encoding: str) -> Mapping[str, Any] | str:
