@@ -35,7 +35,7 @@ Needs the ``tensorboard`` package (``pip install tuning-harness[tensorboard]``),
 events are encoded with ``tensorboard.compat.proto`` and framed by ``tensorboard``'s ``RecordWriter`` into a plain
 file (its ``EventFileWriter`` is not used: it creates files through ``tensorboard.compat.tf``, which imports
 TensorFlow when it is installed). This module imports tensorboard only inside :meth:`TensorBoardReporter.write`,
-and registers the reporter only where tensorboard is installed.
+and registers the reporter always: without tensorboard, :meth:`TensorBoardReporter.write` says what to install.
 """
 
 from __future__ import annotations
@@ -238,8 +238,12 @@ class TensorBoardReporter(Reporter):
 
         :param report: a :class:`harness.report.analysis.Report` (``rows``: record dicts; ``cell_dir(row)``: the cell's
             folder or None).
-        :raises HarnessError: a run directory cannot be written, or a cell's ``steps.json`` is unreadable.
+        :raises HarnessError: the tensorboard package is not installed, a run directory cannot be written, or a
+            cell's ``steps.json`` is unreadable.
         """
+        if not available():
+            raise HarnessError("the tensorboard reporter needs the tensorboard package: "
+                               "pip install 'tuning-harness[tensorboard]'")  # fmt: skip
         rows = [row for row in report.rows if row.get("status") in ("ok", "failed")]
         names = [run_name(row) for row in rows]
         shared = {name for name, count in Counter(names).items() if count > 1}
@@ -269,5 +273,4 @@ def available() -> bool:
 
 @hookimpl
 def harness_register_reporters(register: Callable[[Reporter], None]) -> None:
-    if available():
-        register(TensorBoardReporter())
+    register(TensorBoardReporter())  # without the tensorboard package it says so when used, like `bottleneck`

@@ -187,7 +187,9 @@ def test_unreadable_steps_json_and_render_are_errors(tmp_path):
         tb.TensorBoardReporter().render(StandInReport([]))
 
 
-def test_registered_only_where_tensorboard_is_installed(monkeypatch):
+def test_registered_always_and_says_what_to_install_without_tensorboard(monkeypatch, tmp_path):
+    """Registered with or without the tensorboard package (a plugin that registers nothing is a problem that
+    `harness plugins --check` reports); without it, using the reporter is one line saying what to install."""
     registered: list[Any] = []
     tb.harness_register_reporters(registered.append)
     assert [(r.name, r.output) for r in registered] == [("tensorboard", "directory")]
@@ -196,7 +198,10 @@ def test_registered_only_where_tensorboard_is_installed(monkeypatch):
     monkeypatch.setattr(tb.importlib.util, "find_spec", lambda name: None)
     registered.clear()
     tb.harness_register_reporters(registered.append)
-    assert registered == []
+    assert [r.name for r in registered] == ["tensorboard"]
+    with pytest.raises(HarnessError, match=r"needs the tensorboard package: pip install 'tuning-harness\[tensorboard\]'"):
+        registered[0].write(StandInReport([record("aaaa1111")]), tmp_path / "tb")
+    assert not (tmp_path / "tb").exists()
 
 
 def test_neither_import_nor_write_loads_torch_or_tensorflow(tmp_path):
