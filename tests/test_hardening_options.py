@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import pytest
+from test_cli import BASE, assert_usage_error, harness, suite_dir, write  # noqa: F401 (suite_dir: a fixture)
 
 from harness.api.budget import BUDGET_OPTIONS
 from harness.api.options import Option, check_options
@@ -98,26 +95,8 @@ def test_models_tasks_and_strategies_all_say_where_the_budget_belongs(tmp_path, 
     load_suite(path, toy_host)  # where the problems said: accepted
 
 
-def test_validate_prints_one_line_and_exits_2(tmp_path):
-    rows = ["text,label"] + [f"text number {i},{'pos' if i % 2 else 'neg'}" for i in range(40)]
-    (tmp_path / "train.csv").write_text("\n".join(rows) + "\n")
-    suite = tmp_path / "suite.toml"
-    suite.write_text(textwrap.dedent("""
-        [suite]
-        name = "bad"
-        [models.tiny]
-        source = "tiny"
-        [tasks.sentiment]
-        type = "classification"
-        train = "train.csv"
-        [strategies.full]
-        lr = 1e-4
-    """))
-    result = subprocess.run([sys.executable, "-m", "harness.cli", "validate", str(suite)], capture_output=True,
-                            text=True, cwd=ROOT, env=dict(os.environ), timeout=300)
-    assert result.returncode == 2, (result.stdout, result.stderr)
-    assert "Traceback" not in result.stderr + result.stdout
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, result.stderr
-    assert errors[0].startswith(f"error: {suite}:10: strategies.full.lr: unknown key (did you mean the budget key "
-                                "'learning_rate'? it belongs in [strategies.full.budget]); known keys: ")
+def test_validate_prints_one_line_and_exits_2(suite_dir):  # noqa: F811
+    path = write(suite_dir, BASE + "lr = 1e-4\n")
+    [line] = assert_usage_error(harness("validate", str(path)))
+    assert line.startswith(f"error: {path}:10: strategies.full.lr: unknown key (did you mean the budget key "
+                           "'learning_rate'? it belongs in [strategies.full.budget]); known keys: ")
