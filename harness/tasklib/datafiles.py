@@ -1,8 +1,8 @@
 """Reading data files and carving splits, shared by the task data layers (classification, NER, text pairs); light:
 no torch, no ``datasets``.
 
-* :func:`data_file`, :func:`read_text`, :func:`head_text`, :func:`split_lines`, :func:`count_lines`: a file's text
-  and lines. Only regular files are read (a directory, FIFO or device is refused before anything is read); an empty
+* :func:`data_file`, :func:`read_text`, :func:`head_text`, :func:`first_line`, :func:`split_lines`,
+  :func:`count_lines`: a file's text and lines. Only regular files are read (a directory, FIFO or device is refused before anything is read); an empty
   file, an undecodable byte or a line longer than :data:`MAX_LINE_BYTES` is one :class:`~harness.errors.HarnessError`
   naming the file and line. A byte-order mark is dropped, and named in the hint when the declared encoding fails.
 * :func:`parse_json_object`, :func:`jsonl_records`: JSON Lines, errors naming file and line.
@@ -131,9 +131,9 @@ def read_text(path: str | Path, encoding: str, data: bytes | None = None) -> str
     return text
 
 
-def head_text(path: str | Path, encoding: str, limit: int = HEAD_BYTES) -> tuple[str, bool]:
-    """The text of the first ``limit`` bytes of ``path`` and whether the file goes on past them (then the last,
-    possibly cut, line is dropped). Decoded incrementally, so a character or a UTF-16 newline cut at the limit is no
+def head_text(path: str | Path, encoding: str, limit: int = HEAD_BYTES) -> str:
+    """The text of the first ``limit`` bytes of ``path`` (when the file goes on past them, the last, possibly cut,
+    line is dropped). Decoded incrementally, so a character or a UTF-16 newline cut at the limit is no
     error; the errors are :func:`read_text`'s."""
     path = Path(path)
     raw = _read_bytes(path, limit + 1)
@@ -152,7 +152,12 @@ def head_text(path: str | Path, encoding: str, limit: int = HEAD_BYTES) -> tuple
         text = text[: text.rfind("\n") + 1]
     if not text.strip():
         raise HarnessError(f"{path}: empty file")
-    return text, more
+    return text
+
+
+def first_line(path: str | Path, encoding: str) -> str:
+    """The first non-blank line of ``path`` (a header, a first record), read with :func:`head_text`."""
+    return next(line for line in split_lines(head_text(path, encoding)) if line.strip())
 
 
 def split_lines(text: str) -> list[str]:

@@ -13,7 +13,7 @@ from typing import Any
 from harness.api.components import CheckContext
 from harness.errors import HarnessError, Problem
 from harness.tasklib.datacheck import check_by_reading
-from harness.tasklib.datafiles import SPLITS, count_lines, fraction_problems, head_text, json_error, split_lines
+from harness.tasklib.datafiles import SPLITS, count_lines, first_line, fraction_problems, json_error
 from harness.tasklib.datahub import dataset_cached, datasets_offline
 from harness.tasklib.textpairs import Columns, detect_format, found, load_pairs, lookup, split_present
 
@@ -21,10 +21,9 @@ from harness.tasklib.textpairs import Columns, detect_format, found, load_pairs,
 def _first_record(path: Path, fmt: str, encoding: str) -> Mapping[str, Any] | str:
     """The first record of a JSONL file or the header of a CSV/TSV file (as empty-valued columns), else a message."""
     try:
-        head, _ = head_text(path, encoding)
+        line = first_line(path, encoding)
     except HarnessError as exc:
         return str(exc)
-    line = next(line for line in split_lines(head) if line.strip())
     if fmt == "jsonl":
         try:
             record = json.loads(line)

@@ -24,8 +24,8 @@ from harness.tasklib.datafiles import (
     SplitAccess,
     carve_and_cap,
     count_lines,
+    first_line,
     fraction_problems,
-    head_text,
     json_error,
     jsonl_records,
     read_text,
@@ -248,10 +248,9 @@ def _header_problems(options: Mapping[str, Any], where: str, split: str, fmt: st
     """Check the first line of a CSV/TSV/JSONL file for the configured columns, without reading the rest."""
     path, encoding = Path(options[split]), options["encoding"]
     try:
-        head, _ = head_text(path, encoding)
+        line = first_line(path, encoding)
     except HarnessError as exc:
         return [Problem(f"{where}.{split}", str(exc))]
-    line = next(line for line in split_lines(head) if line.strip())
     if fmt == "jsonl":
         try:
             record = json.loads(line)

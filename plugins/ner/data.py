@@ -28,6 +28,7 @@ from typing import Any
 
 from harness.errors import HarnessError, Problem
 from harness.tasklib.datafiles import (
+    HEAD_BYTES,
     SPLITS,
     SplitAccess,
     carve_and_cap,
@@ -47,7 +48,6 @@ FORMATS = ("auto", "conll", *span_io.JSON_FORMATS, "hub")
 DELIMITERS = ("auto", "tab", "space")
 _CONLL_EXTENSIONS = frozenset({".conll", ".conll03", ".txt", ".tsv", ".tab", ".iob", ".iob2", ".bio", ".bioes", ".ner"})
 _JSON_EXTENSIONS = frozenset({".jsonl", ".json", ".ndjson"})
-_CHECK_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -293,7 +293,7 @@ def entity_warnings(splits: Mapping[str, Sequence[Sentence]]) -> list[str]:
 
 def _head_lines(path: Path, encoding: str) -> list[str]:
     """The lines in the first 64 KiB of ``path`` (the last, possibly cut, line dropped when more follows)."""
-    return split_lines(head_text(path, encoding, _CHECK_BYTES)[0])
+    return split_lines(head_text(path, encoding))
 
 
 def check_files(options: Mapping[str, Any], where: str) -> list[Problem]:
@@ -336,7 +336,7 @@ def check_files(options: Mapping[str, Any], where: str) -> list[Problem]:
                 continue
             sentences = read_conll(path, lines, options["delimiter"], *_columns(options))
             if not sentences:
-                raise HarnessError(f"{path}: no sentences in its first {_CHECK_BYTES // 1024} KiB")
+                raise HarnessError(f"{path}: no sentences in its first {HEAD_BYTES // 1024} KiB")
             for tag, place in zip(sentences[0].tags, sentences[0].places, strict=True):
                 check_tag(tag, scheme, place)
         except HarnessError as exc:
