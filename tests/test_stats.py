@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
+from harness.api.itemstats import pool
 from harness.report.stats import (
     CI_METHOD,
     Describe,
@@ -18,7 +19,6 @@ from harness.report.stats import (
     describe,
     holm,
     paired_randomization,
-    pool,
     welch,
 )
 
@@ -242,7 +242,8 @@ def test_named_columns_are_aligned_before_pairing():
     two = [{"id": str(i), "reference": r, "prediction": p} for i, (r, p) in enumerate(zip(refs, "abad", strict=True))]
     a, b = item_statistics(one, "macro_f1", {}), item_statistics(two, "macro_f1", {})
     assert a.k == b.k == 9 and a.columns != b.columns  # {a, b, c} vs {a, b, d}: same width, different labels
-    from harness.report.stats import align, paired_randomization, pool
+    from harness.api.itemstats import align, pool
+    from harness.report.stats import paired_randomization
 
     x, y = align([a, b])
     assert x.columns == y.columns and x.k == 12

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from harness.api.itemstats import pool
 from harness.errors import HarnessError
 from harness.report import stats
 
@@ -206,8 +207,8 @@ def compare_groups(
             if note is None:
                 prefixes = [str(s) for s in common]
                 try:
-                    pooled_a = stats.pool([x for x, _ in pairs], prefixes)  # type: ignore[misc]
-                    pooled_b = stats.pool([y for _, y in pairs], prefixes)  # type: ignore[misc]
+                    pooled_a = pool([x for x, _ in pairs], prefixes)  # type: ignore[misc]
+                    pooled_b = pool([y for _, y in pairs], prefixes)  # type: ignore[misc]
                     return stats.paired_randomization(pooled_a, pooled_b, resamples=resamples, seed=seed)
                 except ValueError as exc:  # statistics of different shapes (labels seen by one side only)
                     note = f"per-item statistics not comparable ({exc})"

@@ -18,8 +18,8 @@ Paired approximate randomisation over test items (:func:`paired_randomization`)
     ``|Δ| = |metric(Σa) − metric(Σb)|``. The p-value is ``(#{r : |Δ_r| ≥ |Δ_obs|} + 1) / (R + 1)`` (the add-one
     estimate of Phipson & Smyth 2010, never 0), with ties within 1e-12 absolute or 1e-9 relative counted as at least as
     extreme, and a resample whose metric is undefined (NaN) counted as extreme (conservative). Several seeds are
-    tested together by pooling their items as (seed, item) units (:func:`pool`): the pooled metric is then the
-    metric over all seeds' predictions together (e.g. micro-averaged), not the mean of per-seed metrics.
+    tested together by pooling their items as (seed, item) units (:func:`harness.api.itemstats.pool`): the pooled
+    metric is then the metric over all seeds' predictions together (e.g. micro-averaged), not the mean of per-seed metrics.
     Default 10,000 resamples, giving a Monte-Carlo standard error of at most 0.005 on the p-value.
 
 Welch's t-test over seeds (:func:`welch`)
@@ -58,7 +58,7 @@ from typing import Any
 import numpy as np
 from scipy import stats as _sps
 
-from harness.api.itemstats import ItemStats, align, pool  # noqa: F401  (align and pool: part of the methods above)
+from harness.api.itemstats import ItemStats, align
 
 CI_METHOD = "95% Student-t interval over seeds (mean ± t(0.975, n-1)·s/√n)"
 DEFAULT_RESAMPLES = 10_000
