@@ -25,6 +25,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
+from harness.api.budget import attn_implementation
 from harness.api.components import CellContext, CheckContext, LoadedModel, ModelSize, ModelSource, dtype_bytes
 from harness.api.hookspecs import hookimpl
 from harness.api.options import REQUIRED, Option
@@ -130,10 +131,14 @@ class GgufModel(LoadedModel):
 
     family = "decoder"
 
-    def __init__(self, gguf_file: Path, cache_root: Path, dtype: str = "float32"):
+    def __init__(
+        self, gguf_file: Path, cache_root: Path, dtype: str = "float32", attn_implementation: str | None = None
+    ):
         self.gguf_file = gguf_file
         self.cache_dir = cache_root / f"{gguf_file.stem}-{file_identity(gguf_file)}"
         self.dtype = dtype
+        #: ``budget.attention`` (``None``: transformers' choice), passed to ``from_pretrained``.
+        self.attn_implementation = attn_implementation
         self._tokenizer: Any = None
 
     def plain_copy(self) -> Path:
@@ -183,6 +188,8 @@ class GgufModel(LoadedModel):
         import torch
 
         dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[self.dtype]
+        if self.attn_implementation is not None:
+            kwargs = {"attn_implementation": self.attn_implementation, **kwargs}
         return auto_class.from_pretrained(
             str(self.plain_copy()), dtype=dtype, use_safetensors=True, local_files_only=True, **kwargs
         )
@@ -219,7 +226,7 @@ class GgufSource(ModelSource):
 
     def open(self, options: Mapping[str, Any], ctx: CellContext) -> GgufModel:
         cache = Path(os.path.expanduser(options["cache_dir"]))
-        return GgufModel(Path(options["path"]), cache, options["dtype"])
+        return GgufModel(Path(options["path"]), cache, options["dtype"], attn_implementation(ctx.budget))
 
 
 @hookimpl

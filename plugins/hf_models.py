@@ -22,7 +22,7 @@ class PretrainedModel(LoadedModel):
 
     A task head whose shape differs from the checkpoint's (another number of labels) is re-initialised
     (``ignore_mismatched_sizes``); new heads are initialised from the cell seed. Remote code runs only when the
-    suite sets ``trust_remote_code``.
+    suite sets ``trust_remote_code``. ``attn_implementation`` (``None``: transformers' choice) is passed through.
     """
 
     def __init__(
@@ -36,6 +36,7 @@ class PretrainedModel(LoadedModel):
         use_safetensors: bool = True,
         local_files_only: bool = False,
         trust_remote_code: bool = False,
+        attn_implementation: str | None = None,
     ) -> None:
         self.name_or_path = name_or_path
         self.family = family
@@ -45,6 +46,7 @@ class PretrainedModel(LoadedModel):
         self.use_safetensors = use_safetensors
         self.local_files_only = local_files_only
         self.trust_remote_code = trust_remote_code
+        self.attn_implementation = attn_implementation
         self._tokenizer: Any = None
 
     def _common(self) -> dict[str, Any]:
@@ -70,12 +72,19 @@ class PretrainedModel(LoadedModel):
             use_safetensors=True if self.use_safetensors else None,
             ignore_mismatched_sizes=True,
             **self._common(),
+            **attention_kwargs(self.attn_implementation),
             **kwargs,
         )
 
 
+def attention_kwargs(attn_implementation: str | None) -> dict[str, Any]:
+    """``{"attn_implementation": ...}`` for ``from_pretrained`` / ``from_config``; empty for transformers' choice."""
+    return {} if attn_implementation is None else {"attn_implementation": attn_implementation}
+
+
 class TinyModel(LoadedModel):
-    """A small randomly initialised BERT, GPT-2 or T5 built from a config; weights seeded by ``seed``."""
+    """A small randomly initialised BERT, GPT-2 or T5 built from a config; weights seeded by ``seed``, attention
+    ``attn_implementation`` (``None``: transformers' choice)."""
 
     FAMILIES = {"bert": "encoder", "gpt2": "decoder", "t5": "encoder-decoder"}
 
@@ -89,12 +98,14 @@ class TinyModel(LoadedModel):
         intermediate: int,
         tokenizer_path: str,
         seed: int,
+        attn_implementation: str | None = None,
     ) -> None:
         self.architecture = architecture
         self.family = self.FAMILIES[architecture]
         self.layers, self.hidden, self.heads, self.intermediate = layers, hidden, heads, intermediate
         self.tokenizer_path = tokenizer_path
         self.seed = seed
+        self.attn_implementation = attn_implementation
         self._tokenizer: Any = None
 
     def tokenizer(self) -> Any:
@@ -132,4 +143,4 @@ class TinyModel(LoadedModel):
     def model(self, auto_class: Any, **kwargs: Any) -> Any:
         config = self.config(**kwargs)
         torch.manual_seed(self.seed)
-        return auto_class.from_config(config)
+        return auto_class.from_config(config, **attention_kwargs(self.attn_implementation))

@@ -2,7 +2,8 @@
 
 This module stays light: ``huggingface_hub`` is imported inside the hub checks, and torch / transformers only in
 :mod:`harness_plugins.hf_models`, which :meth:`open` imports inside the worker. The family and the size estimate are
-read from the model's files by :mod:`harness_plugins.model_files`.
+read from the model's files by :mod:`harness_plugins.model_files`. Every source builds its model with the cell's
+``budget.attention`` as ``attn_implementation`` (transformers' own choice for ``auto``).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from harness.api.budget import attn_implementation
 from harness.api.components import FAMILIES, CellContext, CheckContext, ModelSize, ModelSource
 from harness.api.hookspecs import hookimpl
 from harness.api.options import REQUIRED, Option
@@ -65,6 +67,7 @@ def _pretrained(
         use_safetensors=options["use_safetensors"],
         local_files_only=local_files_only,
         trust_remote_code=ctx.cell.trust_remote_code,
+        attn_implementation=attn_implementation(ctx.budget),
         **extra,
     )
 
@@ -246,6 +249,7 @@ class TinySource(ModelSource):
             intermediate=options.get("intermediate") or 4 * options["hidden"],
             tokenizer_path=str(resolve_path(options["tokenizer"])),
             seed=ctx.seed,
+            attn_implementation=attn_implementation(ctx.budget),
         )
 
 

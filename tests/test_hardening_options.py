@@ -57,7 +57,7 @@ def test_tables_without_a_budget_sub_table_are_unchanged():
 
 def test_initials_also_help_inside_the_budget_table():
     assert message("lr", where="budget", declared=BUDGET_OPTIONS, budget_keys=()).startswith(
-        "budget.lr: unknown key (did you mean 'learning_rate'?); known keys: batch_size, "
+        "budget.lr: unknown key (did you mean 'learning_rate'?); known keys: attention, batch_size, "
     )
 
 

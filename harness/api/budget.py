@@ -7,10 +7,16 @@ Resolution order for a cell, later wins: these defaults, the strategy plugin's `
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import Any, ClassVar
 
 from harness.api.options import Option
+
+#: ``budget.precision`` values: ``auto`` is resolved in the cell (:mod:`harness.worker.precision`).
+PRECISIONS = ("auto", "fp32", "bf16-mixed", "fp16-mixed", "bf16-true")
+#: ``budget.attention`` values: transformers' ``attn_implementation`` names, and ``auto`` (transformers' choice).
+ATTENTIONS = ("auto", "sdpa", "flash_attention_2", "eager")
 
 BUDGET_OPTIONS: tuple[Option, ...] = (
     Option("epochs", "float", 1.0, "passes over the training set (ignored when max_steps is set)", minimum=0),
@@ -39,6 +45,28 @@ BUDGET_OPTIONS: tuple[Option, ...] = (
         False,
         "batch examples of similar length (shuffled mega-batches of 50 batches sorted by length) to cut padding",
     ),
+    Option(
+        "precision",
+        "str",
+        "auto",
+        "numeric precision: fp32, bf16-mixed / fp16-mixed (autocast with fp32 master weights; fp16 with a gradient "
+        "scaler), bf16-true (bf16 weights); auto: bf16-mixed on a CUDA GPU with bf16, else fp32",
+        choices=PRECISIONS,
+    ),
+    Option(
+        "attention",
+        "str",
+        "auto",
+        "attention implementation the model is built with (auto: sdpa where the architecture has it, else eager)",
+        choices=ATTENTIONS,
+    ),
+    Option("gradient_checkpointing", "bool", False, "recompute activations in the backward pass (non-reentrant)"),
+    Option(
+        "compile",
+        "bool",
+        False,
+        "compile the training forward and backward with torch.compile; compilation is one-off time, never step time",
+    ),
     Option("warmup_steps_excluded", "int", 5, "first steps left out of step-time statistics", minimum=0),
     Option("timeout_s", "float", None, "wall-clock limit of the cell; it is killed and recorded as failed", minimum=1),
 )
@@ -65,8 +93,22 @@ class Budget:
     eval_size: int | None = None
     early_stopping_patience: int | None = None
     length_grouped: bool = False
+    precision: str = "auto"
+    attention: str = "auto"
+    gradient_checkpointing: bool = False
+    compile: bool = False
     warmup_steps_excluded: int = 5
     timeout_s: float | None = None
+
+    #: Keys added after results were first written, with the default that behaves as before they existed:
+    #: :attr:`harness.api.cells.Cell.key` leaves a key out of the hash while it holds this value, so the cells
+    #: planned before it existed keep their keys (and their finished results).
+    KEY_NEUTRAL_DEFAULTS: ClassVar[Mapping[str, Any]] = {
+        "precision": "auto",
+        "attention": "auto",
+        "gradient_checkpointing": False,
+        "compile": False,
+    }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Budget:
@@ -78,6 +120,14 @@ class Budget:
 
 
 assert set(BUDGET_DEFAULTS) == {f.name for f in fields(Budget)}, "budget options and Budget fields must match"
+assert all(BUDGET_DEFAULTS[k] == v for k, v in Budget.KEY_NEUTRAL_DEFAULTS.items()), "key-neutral values are defaults"
+
+
+def attn_implementation(budget: Budget) -> str | None:
+    """The ``attn_implementation`` a model source passes when it builds the model (``from_pretrained`` /
+    ``from_config``): ``budget.attention``, or ``None`` for ``auto`` (transformers' own choice: sdpa where the
+    architecture supports it, else eager)."""
+    return None if budget.attention == "auto" else budget.attention
 
 
 def total_steps(n_examples: int, budget: Budget) -> int:

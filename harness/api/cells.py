@@ -44,11 +44,20 @@ class Cell:
     skip_reason: str | None = None
     #: The model's identity as its source tells it (a hub id, a folder name, a tiny config), for reports.
     model_label: str = ""
+    #: A trial of a hyperparameter search (:mod:`harness.planning.search`): ``values`` (the searched keys and the
+    #: values this trial sets, already applied to ``budget`` and the options), ``search`` (what scope it belongs
+    #: to: ``model/task/strategy``), ``index`` and ``trials`` (its place in the search), ``sampler`` and ``metric``.
+    #: ``None`` for a cell outside any search.
+    trial: Mapping[str, Any] | None = None
 
     @property
     def cell_id(self) -> str:
-        """Readable identity, unique within a suite: ``task--strategy--model--seedN``."""
-        return _safe(f"{self.task}--{self.strategy}--{self.model}--seed{self.seed}")
+        """Readable identity, unique within a suite: ``task--strategy--model--seedN``, and for a search's trial
+        ``--`` and its values (``task--lora--model--seed0--learning_rate=0.0003+r=8``)."""
+        base = f"{self.task}--{self.strategy}--{self.model}--seed{self.seed}"
+        if self.trial is not None:
+            base += f"--{trial_label(self.trial.get('values') or {})}"
+        return _safe(base)
 
     def config(self) -> dict[str, Any]:
         """The resolved cell configuration (what the key hashes; the ``config`` of the report contract)."""
@@ -65,13 +74,22 @@ class Cell:
             },
             "budget": self.budget.to_dict(),
             "seed": self.seed,
+            **({"trial": dict(self.trial)} if self.trial is not None else {}),
         }
 
     @property
     def key(self) -> str:
-        """Hash of :meth:`config` without ``budget.timeout_s`` (a time limit changes no result)."""
+        """Hash of :meth:`config` without ``budget.timeout_s`` (a time limit changes no result) and of a trial only
+        its values (its index and the search's size change no result: a grid that grows keeps its finished trials)."""
         config = self.config()
         config["budget"].pop("timeout_s", None)
+        # budget keys added later are hashed only when set away from their default, so that cells planned before
+        # they existed keep their keys (and their finished results)
+        for name, default in Budget.KEY_NEUTRAL_DEFAULTS.items():
+            if config["budget"].get(name, default) == default:
+                config["budget"].pop(name, None)
+        if "trial" in config:
+            config["trial"] = {"values": config["trial"].get("values")}
         blob = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -104,7 +122,24 @@ class Cell:
             seed=data["seed"],
             budget=Budget.from_dict(data["budget"]),
             skip_reason=data.get("skip_reason"),
+            trial=data.get("trial"),
         )
+
+
+def format_value(value: Any) -> str:
+    """A searched value as it appears in cell ids and tables: floats in ``%g`` form, lists joined by commas."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, (list, tuple)):
+        return ",".join(format_value(v) for v in value)
+    return str(value)
+
+
+def trial_label(values: Mapping[str, Any]) -> str:
+    """``key=value`` pairs of a trial's values, joined by ``+`` in the order they were written."""
+    return "+".join(f"{key}={format_value(value)}" for key, value in values.items())
 
 
 def _safe(text: str) -> str:

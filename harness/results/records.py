@@ -3,18 +3,25 @@
 Schema (version 1) — the JSON of :meth:`Record.to_json`, also what ``harness report --format json`` prints per
 cell: ``schema_version, key, suite, cell_id, task, strategy, model, seed, status (ok|failed|skipped), error,
 metrics {name: number}, primary_metric, metric_info {name: text}, params {total, trainable, trainable_pct, head, stored_bytes,
-artifact_bytes}, timing {load_s, one_off_s, train_s,
+artifact_bytes}, timing {load_s, one_off_s, compile_s, train_s,
 eval_s, total_s, train_samples_per_s, train_tokens_per_s, eval_samples_per_s, eval_tokens_per_s, step_s_median,
 step_s_p90, step_s_mean, step_s_stdev, step_count, warmup_steps_excluded, step_clock}, memory {peak_rss_bytes,
 gpu_peak_allocated_bytes, gpu_peak_reserved_bytes, gpu_start_allocated_bytes}, training {steps, epochs, samples,
 tokens, early_stopped, best_epoch, validation, loss_first, loss_last, oom_retries, micro_batch_size,
-grad_accum_steps}, evaluation {samples, tokens, tokens_per_sample, shots, oom_retries, eval_batch_size}, compute
-{matmul_params, train_flops, peak_flops, mfu, train_energy_j, eval_energy_j, energy_j}, config, env,
-started_at, finished_at, log, predictions``. Sizes are bytes, times seconds; GPU fields are null without a GPU.
+grad_accum_steps, scaler_skipped_steps}, evaluation {samples, tokens, tokens_per_sample, shots, oom_retries,
+eval_batch_size}, compute {matmul_params, train_flops, peak_flops, mfu, train_energy_j, eval_energy_j, energy_j},
+runtime {precision, autocast_dtype, weight_dtype, matmul_dtype, attention, gradient_checkpointing, compiled}, config, env,
+started_at, finished_at, log, predictions, validation_metrics {name: number}, validation_predictions``. Sizes are bytes, times seconds; GPU fields are null without a GPU.
 
 Fields added within version 1 are optional with defaults (``training.oom_retries``, ``training.micro_batch_size``,
 ``training.grad_accum_steps``, ``evaluation.oom_retries``, ``evaluation.eval_batch_size``: the out-of-memory
-back-off; ``compute``: training FLOPs, MFU and GPU energy), so records written before them still read (as ``0`` / ``null``) and older readers ignore them.
+back-off; ``compute``: training FLOPs, MFU and GPU energy; ``validation_metrics``, ``validation_predictions`` and
+``timing.validation_s``: a search trial's validation evaluation, ``config.trial``: the trial; ``runtime``,
+``timing.compile_s`` and ``training.scaler_skipped_steps``: how the model ran — precision, attention, gradient
+checkpointing, compilation), so records written before them still read (as ``0`` / ``null`` / ``false``) and older
+readers ignore them. ``config.budget`` holds what the suite asked (``precision = "auto"``), ``runtime`` what ran
+(``"bf16-mixed"``); a record without ``runtime.precision`` predates it and ran in the weights' dtype (float32 unless
+the model source's ``dtype`` said otherwise).
 """
 
 from __future__ import annotations
@@ -51,10 +58,16 @@ class Params:
 @dataclass(frozen=True)
 class Timing:
     load_s: float | None = None
-    #: One-off preparation during loading (a model cache built by the first cell), excluded from ``load_s``.
+    #: One-off preparation during loading (a model cache built by the first cell), excluded from ``load_s``, plus
+    #: ``compile_s``.
     one_off_s: float | None = None
+    #: ``torch.compile`` warm-up before the first training step (compilation, two passes on one micro-batch),
+    #: counted in ``one_off_s`` and never in ``train_s`` or step times. Null without ``budget.compile``.
+    compile_s: float | None = None
     train_s: float | None = None
     eval_s: float | None = None
+    #: Time of the validation evaluation of a search's trial (``validation_metrics``), outside ``eval_s``.
+    validation_s: float | None = None
     total_s: float | None = None
     train_samples_per_s: float | None = None
     train_tokens_per_s: float | None = None
@@ -99,6 +112,9 @@ class Training:
     micro_batch_size: int | None = None
     #: Micro-batches per optimizer step that ran last: ``ceil(batch_size / micro_batch_size)``. Null as above.
     grad_accum_steps: int | None = None
+    #: ``fp16-mixed``: optimizer steps the gradient scaler skipped (infinite or NaN gradients). They still count in
+    #: ``steps`` and advance the learning-rate schedule. 0 otherwise and in older records.
+    scaler_skipped_steps: int = 0
 
 
 @dataclass(frozen=True)
@@ -149,6 +165,28 @@ class Compute:
     energy_j: float | None = None
 
 
+@dataclass(frozen=True)
+class Runtime:
+    """How the cell's model ran (:mod:`harness.worker.precision`; added within schema version 1, null / false in
+    older records).
+
+    ``precision`` is ``budget.precision`` resolved (``auto`` never appears): ``fp32``, ``bf16-mixed``,
+    ``fp16-mixed`` or ``bf16-true``; ``autocast_dtype`` the dtype of torch.autocast around forward passes (training
+    and evaluation; null without autocast); ``weight_dtype`` the dtype holding most matmul weights; ``matmul_dtype``
+    what the multiplications ran in (the autocast dtype under autocast, else ``weight_dtype``: MFU's peak is that
+    dtype's); ``attention`` the attention implementation the model was built with (``config._attn_implementation``:
+    ``sdpa``, ``eager``, ``flash_attention_2``); ``gradient_checkpointing`` and ``compiled`` (torch.compile of the
+    training forward and backward) whether they ran."""
+
+    precision: str | None = None
+    autocast_dtype: str | None = None
+    weight_dtype: str | None = None
+    matmul_dtype: str | None = None
+    attention: str | None = None
+    gradient_checkpointing: bool = False
+    compiled: bool = False
+
+
 def _build(cls: type, data: Mapping[str, Any] | None) -> Any:
     data = data or {}
     names = {f.name for f in fields(cls)}
@@ -181,12 +219,18 @@ class Record:
     training: Training = field(default_factory=Training)
     evaluation: Evaluation = field(default_factory=Evaluation)
     compute: Compute = field(default_factory=Compute)
+    runtime: Runtime = field(default_factory=Runtime)
     config: Mapping[str, Any] = field(default_factory=dict)
     env: Mapping[str, Any] = field(default_factory=dict)
     started_at: str | None = None
     finished_at: str | None = None
     log: str | None = None
     predictions: str | None = None
+    #: The metrics of the validation split after training, for a search's trial (``config.trial``): what selects
+    #: the trial. Empty for other cells.
+    validation_metrics: Mapping[str, float] = field(default_factory=dict)
+    #: The file of the validation predictions behind ``validation_metrics`` (same format as ``predictions``).
+    validation_predictions: str | None = None
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
@@ -226,6 +270,7 @@ class Record:
         values["training"] = _build(Training, data.get("training"))
         values["evaluation"] = _build(Evaluation, data.get("evaluation"))
         values["compute"] = _build(Compute, data.get("compute"))
+        values["runtime"] = _build(Runtime, data.get("runtime"))
         return cls(**values)
 
 
@@ -277,8 +322,8 @@ _REQUIRED: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "status": (" or ".join(STATUSES), lambda v: v in STATUSES),
 }
 #: Fields that hold an object (or null) when present.
-_OBJECTS = ("metrics", "metric_info", "params", "timing", "memory", "training", "evaluation", "compute", "config",
-            "env")
+_OBJECTS = ("metrics", "metric_info", "params", "timing", "memory", "training", "evaluation", "compute", "runtime",
+            "config", "env", "validation_metrics")
 
 
 def _json_kind(value: Any) -> str:

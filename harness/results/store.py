@@ -40,6 +40,8 @@ RECORD = "record.json"
 CORRUPT = RECORD + ".corrupt"
 LOG = "cell.log"
 PREDICTIONS = "predictions.jsonl"
+#: The validation predictions of a search's trial (what selected it).
+VALIDATION_PREDICTIONS = "predictions-validation.jsonl"
 PLAN = "plan.json"
 STEPS = "steps.json"
 ARTIFACT = "artifact"
@@ -133,13 +135,17 @@ class ResultStore:
         write_json_atomic(path, record.to_json())
         return path
 
-    def write_plan(self, cells: list[Cell], suite_path: str, suite_sha256: str) -> None:
+    def write_plan(
+        self, cells: list[Cell], suite_path: str, suite_sha256: str, description: str = "", profile: str | None = None
+    ) -> None:
         write_json_atomic(
             self.root / PLAN,
             {
                 "suite": cells[0].suite if cells else None,
                 "suite_path": suite_path,
                 "suite_sha256": suite_sha256,
+                "description": description,
+                "profile": profile,
                 "written_at": now(),
                 "cells": [{"key": c.key, "dir": c.dirname, **c.to_json()} for c in cells],
             },

@@ -18,10 +18,11 @@ from typing import TYPE_CHECKING, Any
 
 from harness.api.cells import Cell
 from harness.api.components import CellContext, TaskRun
-from harness.results.records import Compute, Evaluation, Memory, Params, Record, Timing, Training, cell_record
-from harness.results.store import ARTIFACT, LOG, PREDICTIONS, STEPS, now
+from harness.results.records import Compute, Evaluation, Memory, Params, Record, Runtime, Timing, Training, cell_record
+from harness.results.store import ARTIFACT, LOG, PREDICTIONS, STEPS, VALIDATION_PREDICTIONS, now
 from harness.worker import compute
 from harness.worker.measure import GpuMemoryMeter, peak_rss_bytes, synchronize
+from harness.worker.precision import ModelRuntime
 
 if TYPE_CHECKING:  # pragma: no cover
     from harness.api.host import PluginHost
@@ -48,11 +49,14 @@ class CellState:
     training: Training = field(default_factory=Training)
     evaluation: Evaluation = field(default_factory=Evaluation)
     compute: dict[str, Any] = field(default_factory=dict)
+    runtime: Runtime = field(default_factory=Runtime)
     metrics: dict[str, float] = field(default_factory=dict)
     primary_metric: str | None = None
     metric_info: dict[str, str] = field(default_factory=dict)
     env: dict[str, Any] = field(default_factory=dict)
     predictions: str | None = None
+    validation_metrics: dict[str, float] = field(default_factory=dict)
+    validation_predictions: str | None = None
     gpu_meter: GpuMemoryMeter | None = None
 
     def record(self, status: str, error: str | None = None) -> Record:
@@ -82,11 +86,14 @@ class CellState:
             training=self.training,
             evaluation=self.evaluation,
             compute=Compute(**self.compute),
+            runtime=self.runtime,
             env={**self.env, "attempt": self.attempt, "device": self.device},
             started_at=self.started_at,
             finished_at=now(),
             log=LOG,
             predictions=self.predictions,
+            validation_metrics=dict(self.validation_metrics),
+            validation_predictions=self.validation_predictions,
         )
 
 
@@ -105,13 +112,15 @@ def _note_training_compute(
     state: CellState, model: Any, device: str, n: int, n_trainable: int, tokens: int, train_s: float,
     energy: compute.EnergyMeter | None,
 ) -> None:
-    """Training FLOPs and MFU (:mod:`harness.worker.compute`), and the training's GPU energy, into the cell's state."""
+    """Training FLOPs and MFU (:mod:`harness.worker.compute`; the peak of the dtype the matmuls ran in,
+    ``runtime.matmul_dtype``, else the weights'), and the training's GPU energy, into the cell's state."""
     flops = compute.training_flops(n, n_trainable, tokens)
     peak = None
     if device.startswith("cuda"):
         import torch
 
-        peak = compute.peak_flops(torch.cuda.get_device_name(), compute.matmul_dtype(model))
+        dtype = state.runtime.matmul_dtype or compute.matmul_dtype(model)
+        peak = compute.peak_flops(torch.cuda.get_device_name(), dtype)
     state.compute.update(train_flops=flops, peak_flops=peak, mfu=compute.mfu(flops, train_s, peak))
     if energy is not None:
         state.compute["train_energy_j"] = energy.stop()
@@ -191,6 +200,23 @@ def write_predictions(path: Path, predictions: Sequence[Mapping[str, Any]]) -> N
             fh.write(json.dumps(row, ensure_ascii=False, default=_json_default).translate(_LINE_BREAKS) + "\n")
 
 
+def _evaluate_validation(
+    state: CellState, run: TaskRun, model: Any, eval_batch: Any, device: str, out_dir: Path, runtime: ModelRuntime
+) -> None:
+    """Score the validation split (a search trial's selection metric) and save its predictions beside the test's."""
+    from harness.worker.training import evaluate_with_backoff
+
+    run.prepare("validation")
+    started = time.perf_counter()
+    with runtime.autocast():
+        result = evaluate_with_backoff(run, model, "validation", eval_batch, device)
+    synchronize(device)
+    state.timing["validation_s"] = time.perf_counter() - started
+    state.validation_metrics = {k: float(v) for k, v in result.metrics.items()}
+    write_predictions(out_dir / VALIDATION_PREDICTIONS, result.predictions)
+    state.validation_predictions = VALIDATION_PREDICTIONS
+
+
 def run_cell(
     cell: Cell,
     host: PluginHost,
@@ -222,6 +248,9 @@ def run_cell(
     state.env = envinfo.collect(host, suite_sha256=suite_sha256, seed=cell.seed, device=device)
 
     seed_everything(cell.seed, device)
+    runtime = ModelRuntime.resolve(cell.budget, device)
+    state.runtime = runtime.describe()
+    runtime.check()  # refuses what cannot run here before anything loads
     if device.startswith("cuda"):
         state.gpu_meter = GpuMemoryMeter()
         state.gpu_meter.start()
@@ -236,8 +265,9 @@ def run_cell(
     state.primary_metric = run.primary_metric or None
     state.metric_info = {str(k): str(v) for k, v in run.metadata.items()}
     loaded = source.open(cell.model_options, ctx)
-    model = strategy.apply(run.build_model(loaded), run, cell.strategy_options, ctx)
-    model.to(device)
+    model = strategy.apply(runtime.built(run.build_model(loaded)), run, cell.strategy_options, ctx)
+    runtime.prepare(model).to(device)
+    state.runtime = runtime.describe(model)
     synchronize(device)
     state.timing["one_off_s"] = loaded.one_off_s or None
     state.timing["load_s"] = time.perf_counter() - load_started - loaded.one_off_s
@@ -264,7 +294,9 @@ def run_cell(
 
     if strategy.trains:
         try:
-            outcome = train(model, run, budget, device, cell.seed, progress, micro=micro, eval_batch=eval_batch)
+            outcome = train(
+                model, run, budget, device, cell.seed, progress, micro=micro, eval_batch=eval_batch, runtime=runtime
+            )
         except BaseException:  # a failed record still says how far the back-off went
             state.training = replace(
                 state.training,
@@ -287,7 +319,11 @@ def run_cell(
             oom_retries=outcome.oom_retries,
             micro_batch_size=outcome.micro_batch_size,
             grad_accum_steps=outcome.grad_accum_steps,
+            scaler_skipped_steps=outcome.scaler_skipped_steps,
         )
+        if outcome.compile_s is not None:
+            state.runtime = replace(state.runtime, compiled=True)
+            state.timing.update(compile_s=outcome.compile_s, one_off_s=loaded.one_off_s + outcome.compile_s)
         stats = outcome.step_stats
         _note_training_compute(state, model, device, n_matmul, n_trainable, outcome.tokens, outcome.train_s, energy)
         state.timing.update(
@@ -314,13 +350,18 @@ def run_cell(
         if stored is not None:
             state.params = replace(state.params, stored_bytes=stored)
 
+    if cell.trial is not None:  # a search's trial: its validation metrics select the setting, never test's
+        _evaluate_validation(state, run, model, eval_batch, device, out_dir, runtime)
+        note_eval_batch()
+
     progress("eval", 0, 1)
     run.prepare("test")  # encoding is not inference: keep it out of eval_s and eval throughput
     if energy is not None:
         energy.start()
     eval_started = time.perf_counter()
     try:
-        result = evaluate_with_backoff(run, model, "test", eval_batch, device)
+        with runtime.autocast():
+            result = evaluate_with_backoff(run, model, "test", eval_batch, device)
     finally:
         note_eval_batch()
     synchronize(device)

@@ -15,7 +15,8 @@ them plus every other trainable weight (adapter vectors, soft prompts), and T th
 left out, as in the 6·N·T rule; for short sequences they are a few percent. A lower bound on the real work.
 
 **MFU** (:func:`mfu`) = training FLOPs / (training seconds × the device's peak dense FLOP/s for the dtype the model
-trained in: :data:`PEAK_TFLOPS`, the vendors' data-sheet figures without sparsity). ``None`` on a CPU, or on a GPU
+multiplied in — the autocast dtype with mixed precision, else the weights' (:func:`matmul_dtype`): :data:`PEAK_TFLOPS`,
+the vendors' data-sheet figures without sparsity). ``None`` on a CPU, or on a GPU
 the table does not know.
 
 **Energy** (:class:`EnergyMeter`): NVML's total-energy counter of the cell's GPU (millijoules since the driver was
@@ -32,7 +33,7 @@ from collections.abc import Callable
 from typing import Any
 
 #: Peak dense tensor FLOP/s in TFLOP/s by GPU (substring of the CUDA device name, most specific first) and the
-#: dtype of the weights the model trained in: ``"bf16"`` (also fp16), ``"fp32"`` (CUDA cores; TF32 tensor cores are
+#: dtype the model's matmuls ran in (:func:`matmul_dtype`): ``"bf16"`` (also fp16), ``"fp32"`` (CUDA cores; TF32 tensor cores are
 #: not used by torch for fp32 matmuls unless allowed). NVIDIA data sheets, without structured sparsity.
 PEAK_TFLOPS: tuple[tuple[str, dict[str, float]], ...] = (
     ("H200", {"bf16": 989.4, "fp32": 66.9}),
@@ -52,7 +53,7 @@ PEAK_TFLOPS: tuple[tuple[str, dict[str, float]], ...] = (
 
 
 def peak_flops(device_name: str | None, dtype: str) -> float | None:
-    """Peak FLOP/s of ``device_name`` (a CUDA device name) for weights of ``dtype`` (``"float32"``, ``"bfloat16"``,
+    """Peak FLOP/s of ``device_name`` (a CUDA device name) for matmuls in ``dtype`` (``"float32"``, ``"bfloat16"``,
     ``"float16"``, or the torch dtype's ``str``); ``None`` when unknown."""
     if not device_name:
         return None
@@ -88,9 +89,18 @@ def matmul_parameters(model: Any) -> tuple[int, int]:
     return total, trainable
 
 
-def matmul_dtype(model: Any) -> str:
-    """The dtype holding most of the model's matmul weights (``str`` of a torch dtype): what its multiplications run
-    in, whatever the adapters' own dtype (peft keeps adapters of a bf16 model in float32)."""
+def matmul_dtype(model: Any, autocast: str | None = None) -> str:
+    """What the model's multiplications run in (``str`` of a torch dtype): under ``torch.autocast`` its dtype
+    (``autocast``, e.g. ``"torch.bfloat16"``: autocast runs every ``Linear`` and matmul in it whatever the weights'
+    dtype), else the dtype holding most of the model's matmul weights, whatever the adapters' own dtype (peft keeps
+    adapters of a bf16 model in float32)."""
+    if autocast is not None:
+        return autocast
+    return weight_dtype(model)
+
+
+def weight_dtype(model: Any) -> str:
+    """The dtype holding most of the model's matmul weights (``str`` of a torch dtype)."""
     import torch
 
     counts: dict[str, int] = {}

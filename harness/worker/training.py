@@ -33,6 +33,10 @@ Protocol (the same for every strategy in a suite):
   micro-batch from the start. The redone step's time includes its failed attempts. At a micro-batch of 1 (or in
   clipping or the optimizer step) the error propagates. Validation evaluations back off likewise
   (:func:`evaluate_with_backoff`). Each back-off writes a ``harness: out of memory ...`` line to stderr (the cell log).
+* **Precision and compilation** (:mod:`harness.worker.precision`): forward passes and losses run under the
+  precision's autocast (validation too), backward and the optimizer step through its gradient scaler (``fp16-mixed``:
+  skipped steps still count as steps and advance the schedule); with ``budget.compile`` the steps run the
+  ``torch.compile`` of the model, compiled and warmed up before the clock starts (``compile_s``, not ``train_s``).
 """
 
 from __future__ import annotations
@@ -59,6 +63,7 @@ from harness.worker.oom import (  # noqa: F401  (re-exported: the cell and tests
     rng_state,
     set_rng_state,
 )
+from harness.worker.precision import GradientScaling, ModelRuntime, compile_for_training
 
 #: Batches per mega-batch in length-grouped batching.
 MEGA_BATCH_BATCHES = 50
@@ -96,6 +101,10 @@ class TrainOutcome:
     oom_retries: int = 0
     micro_batch_size: int | None = None
     grad_accum_steps: int | None = None
+    #: ``fp16-mixed``: optimizer steps the gradient scaler skipped (counted in ``steps``).
+    scaler_skipped_steps: int = 0
+    #: ``budget.compile``: seconds of ``torch.compile`` and its warm-up, before the training clock started.
+    compile_s: float | None = None
 
 
 def epoch_batches(n: int, batch_size: int, generator: Any, lengths: Sequence[int] | None = None) -> list[list[int]]:
@@ -168,11 +177,12 @@ def _to_device(batch: Mapping[str, Any], device: str) -> dict[str, Any]:
 
 
 def _accumulate(
-    model: Any, run: TaskRun, examples: Sequence[Any], batch: list[int], micro: int, device: str
+    model: Any, run: TaskRun, examples: Sequence[Any], batch: list[int], micro: int, device: str,
+    runtime: ModelRuntime, scaling: GradientScaling,
 ) -> tuple[Any, int]:
-    """Forward and backward of one optimizer step's micro-batches (chunks of ``micro`` examples), each loss weighted
-    by its share of the step's loss units; returns ``(step loss, non-padding tokens)``. What it allocates is local,
-    so an exception takes it away with this frame."""
+    """Forward (under the precision's autocast) and backward (through its gradient scaling) of one optimizer step's
+    micro-batches (chunks of ``micro`` examples), each loss weighted by its share of the step's loss units; returns
+    ``(step loss, non-padding tokens)``. What it allocates is local, so an exception takes it away with this frame."""
     parts = [run.collate([examples[j] for j in batch[i : i + micro]]) for i in range(0, len(batch), micro)]
     if len(parts) == 1:
         weights = [1.0]
@@ -182,8 +192,9 @@ def _accumulate(
     step_loss, tokens = None, 0
     for inputs, weight in zip(parts, weights, strict=True):
         tokens += _tokens(inputs)
-        loss = _loss(model(**_to_device(inputs, device))) * weight
-        loss.backward()
+        with runtime.autocast():
+            loss = _loss(model(**_to_device(inputs, device))) * weight
+        scaling.backward(loss)
         step_loss = loss.detach() if step_loss is None else step_loss + loss.detach()
     return step_loss, tokens
 
@@ -237,6 +248,7 @@ def train(
     micro: BatchBackoff | None = None,
     eval_batch: BatchBackoff | None = None,
     log: Log = log_to_stderr,
+    runtime: ModelRuntime | None = None,
 ) -> TrainOutcome:
     """Train ``model`` (already on ``device``) on ``run``'s training split under ``budget`` (see module docs).
 
@@ -245,6 +257,8 @@ def train(
     :param eval_batch: the validation batch size of early stopping, halved in place likewise (default:
         ``budget.eval_batch_size``).
     :param log: where back-off lines go (default: stderr, the cell log).
+    :param runtime: precision and compilation (default: resolved from ``budget`` for ``device``); the model must
+        already be prepared for it (:meth:`~harness.worker.precision.ModelRuntime.prepare`).
     """
     import torch
     from transformers import get_linear_schedule_with_warmup
@@ -270,6 +284,8 @@ def train(
     scheduler = get_linear_schedule_with_warmup(optimizer, warmup, max(planned, 1))
     stopper = _EarlyStopping(run, budget.early_stopping_patience) if budget.early_stopping_patience else None
     timer = StepTimer(device, cuda)
+    runtime = runtime if runtime is not None else ModelRuntime.for_cell(budget, device)
+    scaling = runtime.scaler()
 
     step = epoch = samples = tokens = 0
     eval_s = 0.0
@@ -277,6 +293,15 @@ def train(
     losses: list[Any] = []
     last_progress = 0.0
     model.train()
+    forward, compile_s = model, None
+    if budget.compile:
+        first = list(range(min(micro.size, n)))
+        plain = GradientScaling(None)
+        forward, compile_s = compile_for_training(
+            model, lambda compiled: _accumulate(compiled, run, examples, first, micro.size, device, runtime, plain),
+            device,
+        )
+        optimizer.zero_grad(set_to_none=True)
     progress("train", 0, planned)
     started = time.perf_counter()
     while step < planned:
@@ -291,7 +316,9 @@ def train(
                 largest = min(micro.size, len(batch))  # the largest micro-batch this step (the last batch may be short)
                 rng = rng_state(device) if largest > 1 else None  # a micro-batch of 1 cannot back off
                 try:
-                    step_loss, step_tokens = _accumulate(model, run, examples, batch, micro.size, device)
+                    step_loss, step_tokens = _accumulate(
+                        forward, run, examples, batch, micro.size, device, runtime, scaling
+                    )
                     break
                 except Exception as exc:
                     if rng is None or not is_out_of_memory(exc):
@@ -309,10 +336,7 @@ def train(
                     f"accumulation steps (batch {budget.batch_size})"
                 )
             tokens += step_tokens
-            if budget.max_grad_norm > 0:
-                torch.nn.utils.clip_grad_norm_(trainable, budget.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
+            scaling.step(optimizer, scheduler, trainable, budget.max_grad_norm)
             optimizer.zero_grad(set_to_none=True)
             timer.stop()
             losses.append(step_loss)
@@ -326,7 +350,8 @@ def train(
         if stopper is not None and (consumed == n or step >= planned):
             synchronize(device, cuda)
             eval_started = time.perf_counter()
-            result = evaluate_with_backoff(run, model, "validation", eval_batch, device, log)
+            with runtime.autocast():
+                result = evaluate_with_backoff(run, model, "validation", eval_batch, device, log)
             stop = stopper.update(model, result.metrics, epoch)
             model.train()
             eval_s += time.perf_counter() - eval_started
@@ -360,4 +385,6 @@ def train(
         oom_retries=micro.retries,
         micro_batch_size=micro.size,
         grad_accum_steps=accumulation_steps(budget.batch_size, micro.size),
+        scaler_skipped_steps=scaling.skipped,
+        compile_s=compile_s,
     )
