@@ -84,18 +84,37 @@ def build_config(config_class: str, kwargs: Mapping[str, Any], where: str) -> An
         raise HarnessError(f"{where}: peft's {config_class} rejects the options: {exc}") from None
 
 
-#: peft's per-architecture default target modules, by config class (``TRANSFORMERS_MODELS_TO_{key}_...``).
+#: Methods whose tuner class keeps no ``target_module_mapping``: peft's constant of their default targets.
 TARGET_MAPPINGS = {"LoraConfig": "LORA", "AdaLoraConfig": "ADALORA", "IA3Config": "IA3"}
+
+
+def target_mapping(config_class: str) -> Mapping[str, Any] | None:
+    """peft's per-architecture default target modules of the method of ``config_class`` (``model_type`` -> module
+    names), or ``None`` when the method keeps none (prompt learning, or targets it always needs spelled out)."""
+    from peft.utils import constants
+
+    key = TARGET_MAPPINGS.get(config_class)
+    if key:
+        return getattr(constants, f"TRANSFORMERS_MODELS_TO_{key}_TARGET_MODULES_MAPPING", None)
+    try:
+        from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING, PEFT_TYPE_TO_TUNER_MAPPING
+    except ImportError:  # pragma: no cover - an older peft layout
+        return None
+    for peft_type, cls in PEFT_TYPE_TO_CONFIG_MAPPING.items():
+        if cls.__name__ == config_class:
+            mapping = getattr(PEFT_TYPE_TO_TUNER_MAPPING.get(peft_type), "target_module_mapping", None)
+            return mapping if isinstance(mapping, Mapping) else None
+    return None
 
 
 def default_targets(model: Any, config_class: str) -> dict[str, Any]:
     """Target modules for a model type peft has no default for: the defaults of the first architecture in peft's
     mapping whose module names the model shares (Marian takes BART's ``q_proj``, ``v_proj``); empty when peft
-    knows the model type, or no architecture fits (peft then asks for ``target_modules``)."""
+    knows the model type, or no architecture fits (:func:`missing_targets` then says what to set)."""
     from peft.utils import constants
 
-    key = TARGET_MAPPINGS.get(config_class)
-    targets = getattr(constants, f"TRANSFORMERS_MODELS_TO_{key}_TARGET_MODULES_MAPPING", {}) if key else {}
+    targets = target_mapping(config_class) or {}
+    ia3 = config_class == "IA3Config"
     feedforward = getattr(constants, "TRANSFORMERS_MODELS_TO_IA3_FEEDFORWARD_MODULES_MAPPING", {})
     if not targets or getattr(model.config, "model_type", None) in targets:
         return {}
@@ -105,12 +124,42 @@ def default_targets(model: Any, config_class: str) -> dict[str, Any]:
         return any(name == suffix or name.endswith("." + suffix) for name in names)
 
     for other, modules in targets.items():
-        if modules and all(present(m) for m in modules) and (key != "IA3" or other in feedforward):
+        if modules and all(present(m) for m in modules) and (not ia3 or other in feedforward):
             return {
                 "target_modules": list(modules),
-                **({"feedforward_modules": list(feedforward[other])} if key == "IA3" else {}),
+                **({"feedforward_modules": list(feedforward[other])} if ia3 else {}),
             }
     return {}
+
+
+def missing_targets(model: Any, config_class: str, head_prefixes: Sequence[str], key: str) -> str | None:
+    """Why a method that adapts named modules cannot run without ``target_modules`` on ``model`` (peft keeps
+    defaults for other architectures only), naming the modules of the model that could be targets; ``None`` when
+    peft has a default for it or the method takes no target modules."""
+    import torch
+    from transformers.pytorch_utils import Conv1D
+
+    linear = (torch.nn.Linear, Conv1D)  # GPT-2 builds its linear layers as Conv1D
+    targets = target_mapping(config_class)
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    if not targets or model_type in targets:
+        return None
+    norms = config_class == "LNTuningConfig"
+    heads = tuple(p.rstrip(".") for p in head_prefixes)
+    candidates = sorted(
+        {
+            name.rsplit(".", 1)[-1]
+            for name, module in model.named_modules()
+            if not list(module.children())
+            and not (heads and name.startswith(heads))
+            and (("Norm" in type(module).__name__) if norms else isinstance(module, linear))
+        }
+    )
+    kind = "normalisation" if norms else "linear"
+    return (
+        f"peft's {config_class} has no default target modules for model type {model_type!r}; set {key} to module "
+        f"names: the model's {kind} layers are {', '.join(candidates) or 'none'}"
+    )
 
 
 def hidden_size(model: Any) -> int:
@@ -136,8 +185,13 @@ def config_kwargs(
     kwargs.update(extra, task_type=task_type)
     if kwargs.get("target_modules") == ["all-linear"]:
         kwargs["target_modules"] = "all-linear"  # peft's special value: every linear layer but the output layer
-    elif config_class in TARGET_MAPPINGS and "target_modules" not in kwargs:
+    elif "target_modules" not in kwargs and "target_parameters" not in kwargs:
         kwargs.update({k: v for k, v in default_targets(model, config_class).items() if k not in kwargs})
+        where = f"strategies.{ctx.cell.strategy}"
+        key = f"{where}.target_modules" if "target_modules" in options else f"{where}.peft.target_modules"
+        reason = None if "target_modules" in kwargs else missing_targets(model, config_class, run.head_prefixes, key)
+        if reason:
+            raise HarnessError(f"{where}: {reason}")
     if task_type in HEAD_CLASS_TASK_TYPES.values():
         modules += head_modules(model, run.head_prefixes)
     if modules:

@@ -84,7 +84,7 @@ def _kinds(node: ast.expr, enums: set[str]) -> tuple[set[str], list[Any]]:
     return {"any"}, []
 
 
-def _peft_root() -> Path | None:
+def peft_root() -> Path | None:
     try:
         spec = importlib.util.find_spec("peft")  # finds the package without importing it (or torch)
     except (ImportError, ValueError):
@@ -98,7 +98,7 @@ def _peft_root() -> Path | None:
 def peft_fields(chain: tuple[tuple[str, str], ...]) -> dict[str, PeftField] | None:
     """The fields of the installed peft's config classes ``chain`` ((file in the package, class), base first), read
     from their source; ``None`` when peft or a class cannot be found (keys are then checked in the worker)."""
-    root = _peft_root()
+    root = peft_root()
     if root is None:
         return None
     fields: dict[str, PeftField] = {}

@@ -1,4 +1,5 @@
-"""The peft strategies: ``lora``, ``adalora``, ``ia3``, ``prompt_tuning``, ``prefix_tuning`` and ``p_tuning``.
+"""The peft strategies: ``lora``, ``adalora``, ``ia3``, ``prompt_tuning``, ``prefix_tuning``, ``p_tuning``, and ``peft``
+(any method of the installed peft: ``method = "vera"``, see :class:`AnyPeftMethod`).
 
 Light at import (no torch, no peft): options are declared here, checked against the fields of the installed peft's
 config dataclasses read from its source with :mod:`ast`, and the model is wrapped inside the worker by
@@ -29,11 +30,22 @@ from typing import Any, ClassVar
 
 from harness.api.components import CellContext, CheckContext, Strategy, Task, TaskRun
 from harness.api.hookspecs import hookimpl
-from harness.api.options import Option, did_you_mean
+from harness.api.options import REQUIRED, Option, did_you_mean
 from harness.errors import Problem
 
 from .peft_config import ENCODER_TASKS
 from .peft_fields import peft_fields
+from .peft_methods import (
+    LORA_RATE,
+    REFUSED,
+    available,
+    fixed_conflicts,
+    installed_methods,
+    learning_rate,
+    method_key,
+    resolve,
+    worker_config,
+)
 
 #: Config fields the harness sets itself, and why.
 CONTROLLED = {
@@ -84,22 +96,8 @@ class PeftStrategy(Strategy):
 
     def check_fields(self, extra: Mapping[str, Any], where: str) -> list[Problem]:
         """Keys and value kinds of the ``peft`` table against the installed peft's config fields."""
-        fields = peft_fields(self.config_chain)
         declared = {o.name for o in self.options}
-        problems = []
-        for key, value in extra.items():
-            at = f"{where}.peft.{key}"
-            if key in declared:
-                problems.append(Problem(at, f"set it as {where}.{key}, not in the peft table"))
-            elif key in CONTROLLED:
-                problems.append(Problem(at, CONTROLLED[key]))
-            elif fields is not None and key not in fields:
-                known = sorted(set(fields) - set(CONTROLLED))
-                problems.append(Problem(at, f"not a field of peft's {self.peft_config}{did_you_mean(key, known)}"))
-            elif fields is not None and not fields[key].accepts(value):
-                field = fields[key]
-                problems.append(Problem(at, f"peft's {self.peft_config}.{key} takes {field.annotation}, got {value!r}"))
-        return problems
+        return check_table(extra, where, self.config_chain, self.peft_config, declared)
 
     def check_values(self, options: Mapping[str, Any], where: str) -> list[Problem]:
         """Cross-option checks of one strategy."""
@@ -122,6 +120,27 @@ class PeftStrategy(Strategy):
             "peft_config": self.peft_config,
             "peft_fields": sorted(set(fields) - set(CONTROLLED)),
         }
+
+
+def check_table(
+    extra: Mapping[str, Any], where: str, chain: tuple[tuple[str, str], ...], config: str, declared: set[str]
+) -> list[Problem]:
+    """Keys and value kinds of a ``peft`` table against the fields of peft's config class ``config`` (declared in
+    ``chain``); keys the strategy declares as options of its own (``declared``) belong outside the table."""
+    fields = peft_fields(chain)
+    problems = []
+    for key, value in extra.items():
+        at = f"{where}.peft.{key}"
+        if key in declared:
+            problems.append(Problem(at, f"set it as {where}.{key}, not in the peft table"))
+        elif key in CONTROLLED:
+            problems.append(Problem(at, CONTROLLED[key]))
+        elif fields is not None and key not in fields:
+            known = sorted(set(fields) - set(CONTROLLED))
+            problems.append(Problem(at, f"not a field of peft's {config}{did_you_mean(key, known)}"))
+        elif fields is not None and not fields[key].accepts(value):
+            problems.append(Problem(at, f"peft's {config}.{key} takes {fields[key].annotation}, got {value!r}"))
+    return problems
 
 
 def installed_peft() -> tuple[tuple[int, ...], str] | None:
@@ -309,7 +328,70 @@ class PTuning(PeftStrategy):
     budget_defaults = {"learning_rate": 1e-3, **PeftStrategy.COMMON_BUDGET}
 
 
-STRATEGIES = (Lora, AdaLora, Ia3, PromptTuning, PrefixTuning, PTuning)
+class AnyPeftMethod(PeftStrategy):
+    """Any method of the installed peft: ``method`` is peft's name or ``PeftType`` of it (``"vera"``, ``"LOHA"``,
+    ``"ln_tuning"``; ``"dora"`` is LoRA with ``use_dora = true``), every other field of its config goes in the ``peft``
+    table, checked against the installed peft's config class at validate time (:mod:`harness_plugins.peft_methods`
+    reads the methods from peft's source). A method that adapts named modules takes peft's per-architecture default
+    ``target_modules`` (or those of an architecture whose names the model shares); for an architecture peft has none
+    for, the cell fails naming the modules to choose from. Prompt-learning methods get the fixes of the named
+    strategies (prompt_tuning, p_tuning, prefix_tuning); methods needing what harness tasks do not give are refused.
+
+    Learning rate: each method's own, with its source (:data:`harness_plugins.peft_methods.LEARNING_RATES`: VeRA
+    5e-3, FourierFT 6e-2, LN tuning 1e-3, LoHa, LoKr, OFT, BOFT and DoRA at LoRA's 5e-4, ...), from
+    :meth:`budget_defaults_for`; ``budget_defaults`` is LoRA's rate, what a method without a source trains at."""
+
+    name = "peft"
+    description = 'any peft method (method = "vera", "loha", "oft", ...), its config fields in the peft table'
+    options = (
+        Option(
+            "method",
+            "str",
+            REQUIRED,
+            "peft method, by name or PeftType (vera, loha, lokr, oft, boft, fourierft, "
+            "ln_tuning, ..., dora = LoRA with use_dora; case-insensitive)",
+        ),
+        Option("peft", "table", None, "fields of the method's peft config class (checked by name and type)"),
+    )
+    budget_defaults = {"learning_rate": LORA_RATE, **PeftStrategy.COMMON_BUDGET}
+
+    def budget_defaults_for(self, options: Mapping[str, Any]) -> Mapping[str, Any]:
+        """Budget defaults of one suite entry: ``budget_defaults`` with the method's own learning rate."""
+        return {**self.budget_defaults, "learning_rate": learning_rate(str(options.get("method") or ""))[0]}
+
+    def check(self, options: Mapping[str, Any], where: str, ctx: CheckContext) -> list[Problem]:
+        key = method_key(options["method"])
+        method, fixed = resolve(key)
+        if key in REFUSED:
+            return [Problem(f"{where}.method", f"the harness cannot train peft's {key}: {REFUSED[key]}")]
+        if method is None and installed_methods() is not None:
+            names = available()
+            return [Problem(f"{where}.method", f"unknown peft method {options['method']!r}{did_you_mean(key, names)}; "
+                            f"the installed peft offers {', '.join(names)}")]  # fmt: skip
+        table = dict(options.get("peft") or {})
+        problems = [
+            Problem(f"{where}.peft.{k}", f"method {key!r} sets it to {fixed[k]!r}")
+            for k in fixed_conflicts(fixed, table)
+        ]
+        if method is not None:
+            problems += check_table(table, where, method.chain, method.config_class, set())
+        if table.get("target_modules") == []:
+            problems.append(Problem(f"{where}.peft.target_modules", "empty list; leave it out for peft's defaults"))
+        return problems
+
+    def apply(self, model: Any, run: TaskRun, options: Mapping[str, Any], ctx: CellContext) -> Any:
+        from .peft_support import apply_peft
+
+        where = f"strategies.{ctx.cell.strategy}"
+        config_class, table = worker_config(options["method"], options.get("peft") or {}, where)
+        return apply_peft(model, run, config_class, {"peft": table}, ctx)
+
+    def describe(self) -> dict[str, Any]:
+        rates = {name: learning_rate(name)[0] for name in available()}
+        return {**Strategy.describe(self), "peft_methods": available(), "method_learning_rates": rates}
+
+
+STRATEGIES = (Lora, AdaLora, Ia3, PromptTuning, PrefixTuning, PTuning, AnyPeftMethod)
 
 
 @hookimpl

@@ -223,6 +223,11 @@ class Strategy(Component):
             return f"strategy {self.name!r} does not support {family} models"
         return None
 
+    def budget_defaults_for(self, options: Mapping[str, Any]) -> Mapping[str, Any]:
+        """The budget defaults of one suite entry with these (resolved) options: :attr:`budget_defaults` unless the
+        options change them (the generic ``peft`` strategy's learning rate depends on its ``method``)."""
+        return self.budget_defaults
+
     def variants(self, options: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]]:
         """The cells one suite entry of this strategy expands into, as (name suffix, options) pairs: one cell with
         the options as given by default; ``few_shot`` with ``k = [1, 4, 8]`` gives three (``few_shot@k=1``, ...).

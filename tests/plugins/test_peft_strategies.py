@@ -99,7 +99,7 @@ def test_registration_needs_neither_torch_nor_peft():
 
 
 def test_every_strategy_is_registered_with_sourced_budget_defaults(host):
-    assert [s.name for s in STRATEGIES] == NAMES
+    assert [s.name for s in STRATEGIES] == [*NAMES, "peft"]  # peft: any method, tests/plugins/test_peft_methods.py
     for name in NAMES:
         strategy = host.strategy(name)
         assert isinstance(strategy, PeftStrategy) and strategy.trains
@@ -230,6 +230,22 @@ def test_trainable_parameters_match_the_published_formulas(host, data, tmp_path,
         assert stored == 4 * (20 * H + HEAD)
     else:
         assert stored == 4 * params.trainable == params.stored_bytes
+
+
+def test_dora_through_lora_adds_a_trained_magnitude_per_output_feature(host, data, tmp_path):
+    """DoRA (Liu et al. 2024) as ``lora`` with ``use_dora = true``: W' = m (W + B A) / ||W + B A||, LoRA's 4 L r H plus
+    one magnitude per output feature of each adapted matrix (query and value: 2 L H), all trained and stored."""
+    run, model = prepared(host, data, tmp_path, "lora", "classification", "bert", "encoder",
+                          strategy_options={"r": 8, "use_dora": True},
+                          model={"layers": L, "hidden": H, "heads": 2, "intermediate": FFN})  # fmt: skip
+    params = count_params(model, run.head_prefixes)
+    assert params.trainable == 4 * L * 8 * H + 2 * L * H + HEAD  # 8,704 + the head
+    assert host.strategy("lora").stored_bytes(model) == 4 * params.trainable
+    magnitudes = [p for n, p in model.named_parameters() if "lora_magnitude_vector" in n]
+    assert len(magnitudes) == 2 * L and all(p.requires_grad and p.shape == (H,) for p in magnitudes)
+    batch = run.collate(list(run.examples("train"))[:8])
+    model(**batch).loss.backward()  # the magnitudes learn: they get gradients
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in magnitudes)
 
 
 # -- every supported cell, saving ----------------------------------------------------------------------------------

@@ -39,18 +39,18 @@ def test_harness_plugins_lists_the_plugin_and_its_components(harness_cli):
     assert plugin["distribution"] == DISTRIBUTION
     assert plugin["version"] == dist.version
     assert plugin["error"] is None
-    assert plugin["components"] == {"task": ["regression", "tagging"], "strategy": ["bitfit"]}
+    assert plugin["components"] == {"task": ["regression", "tagging"], "strategy": ["bias_tuning"]}
     task = next(c for c in data["components"]["task"] if c["name"] == "regression")
     assert task["families"] == ["encoder"] and task["plugin"] == "example"
     assert {o["name"] for o in task["options"]} >= {"train", "text_column", "text_pair_column", "score_column"}
-    strategy = next(c for c in data["components"]["strategy"] if c["name"] == "bitfit")
+    strategy = next(c for c in data["components"]["strategy"] if c["name"] == "bias_tuning")
     assert strategy["trains"] is True
     biases = next(o for o in strategy["options"] if o["name"] == "biases")
     assert biases["default"] == "all" and biases["choices"] == ["all", "query_intermediate"]
     tagging = next(c for c in data["components"]["task"] if c["name"] == "tagging")
     assert tagging["families"] == ["encoder"] and tagging["plugin"] == "example"
     assert {o["name"] for o in tagging["options"]} >= {"train", "token_column", "tag_column", "labels", "data_seed"}
-    assert not [p for p in data["problems"] if any(n in p for n in ("example", "bitfit", "regression", "tagging"))]
+    assert not [p for p in data["problems"] if any(n in p for n in ("example", "bias_tuning", "regression", "tagging"))]
 
 
 def test_harness_plugins_check_accepts_the_plugin(harness_cli):
@@ -68,7 +68,7 @@ from harness.planning.suite import load_suite
 from harness.planning.plan import plan
 
 host = PluginHost.load()
-assert {"regression", "tagging"} <= set(host.names("task")) and "bitfit" in host.names("strategy"), host.problems
+assert {"regression", "tagging"} <= set(host.names("task")) and "bias_tuning" in host.names("strategy"), host.problems
 cells = plan(load_suite(sys.argv[1], host), host)
 assert len(cells) == 6, cells
 heavy = sorted(m for m in sys.modules if m.split(".")[0] in {"torch", "transformers", "scipy", "safetensors"})

@@ -73,7 +73,7 @@ def test_sentence_pairs_and_mse_as_primary_metric(example_plugin, harness_run_ce
 
 def test_validation_and_test_are_carved_from_train_when_absent(example_plugin, harness_run_cell, scores_data):
     task = {"type": "regression", "train": str(scores_data["train"]), "test_fraction": 0.25}
-    record = harness_run_cell(task=task, strategy="bitfit", model=tiny_model())
+    record = harness_run_cell(task=task, strategy="bias_tuning", model=tiny_model())
     assert record.status == "ok", record.error
     assert record.metrics["n"] == 32  # a quarter of 128
 

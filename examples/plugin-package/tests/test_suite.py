@@ -30,11 +30,11 @@ def test_run_and_report(example_plugin, harness_cli, tmp_path):
     assert run.returncode == 0, run.stdout + run.stderr
     records = [json.loads(p.read_text()) for p in sorted(out.glob("cells/*/record.json"))]
     assert [(r["task"], r["strategy"], r["status"]) for r in records] == [
-        ("scores", "bitfit", "ok"),
+        ("scores", "bias_tuning", "ok"),
         ("scores", "full", "ok"),
-        ("sentiment", "bitfit", "ok"),
+        ("sentiment", "bias_tuning", "ok"),
         ("sentiment", "full", "ok"),
-        ("tags", "bitfit", "ok"),
+        ("tags", "bias_tuning", "ok"),
         ("tags", "full", "ok"),
     ], [r["error"] for r in records]
     metrics = {(r["task"], r["strategy"]): r["metrics"] for r in records}
@@ -48,9 +48,9 @@ def test_run_and_report(example_plugin, harness_cli, tmp_path):
     assert report.returncode == 0, report.stderr
     data = json.loads(report.stdout)
     assert len(data["records"]) == 6
-    # bitfit against full, paired item by item: the tasks' per-item statistics of Pearson's r and of accuracy
+    # bias_tuning against full, paired item by item: the tasks' per-item statistics of Pearson's r and of accuracy
     [table] = data["tables"]
     methods = {tuple(c["cell"]): c["method"] for c in table["vs_baseline"]}
-    assert methods[("scores", "bitfit")].startswith("paired approximate randomisation")
-    assert methods[("sentiment", "bitfit")].startswith("paired approximate randomisation")
-    assert methods[("tags", "bitfit")].startswith("paired approximate randomisation")
+    assert methods[("scores", "bias_tuning")].startswith("paired approximate randomisation")
+    assert methods[("sentiment", "bias_tuning")].startswith("paired approximate randomisation")
+    assert methods[("tags", "bias_tuning")].startswith("paired approximate randomisation")

@@ -1,5 +1,5 @@
 """The ``tagging`` task: sub-word label alignment, padding, a cell end to end with its metrics recomputed from the saved
-predictions, truncation, BitFit on a token head, carving, validate-time checks and data errors.
+predictions, truncation, bias tuning (BitFit) on a token head, carving, validate-time checks and data errors.
 
 The tokenizer that ships with the harness for tests (``tiny_model()["tokenizer"]``) has 178 entries: the special
 tokens, single characters and ``##``-continuations of letters and digits, and 69 whole words. Words outside those 69
@@ -155,10 +155,10 @@ def test_words_cut_by_truncation_are_predicted_none_and_count_wrong(
     assert stats is not None and stats.score() == pytest.approx(record.metrics["accuracy"], abs=1e-9)
 
 
-def test_bitfit_trains_the_biases_and_the_token_head(example_plugin, harness_run_cell, tagging_data):
-    """A token-classification BERT has no pooler: BitFit's count is H + L(7H + I) + C(H + 1), one H fewer than for
-    the sequence head of ``tests/test_bitfit.py``."""
-    record = harness_run_cell(task=task_table(tagging_data), strategy="bitfit", model=tiny_model())
+def test_bias_tuning_trains_the_biases_and_the_token_head(example_plugin, harness_run_cell, tagging_data):
+    """A token-classification BERT has no pooler: bias tuning's count is H + L(7H + I) + C(H + 1), one H fewer than for
+    the sequence head of ``tests/test_bias_tuning.py``."""
+    record = harness_run_cell(task=task_table(tagging_data), strategy="bias_tuning", model=tiny_model())
     assert record.status == "ok", record.error
     assert record.params.head == C * (H + 1) == 264
     assert record.params.trainable == H + L * (7 * H + I) + C * (H + 1) == 872

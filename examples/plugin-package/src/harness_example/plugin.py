@@ -3,7 +3,7 @@
 The harness imports this module in its main process (``harness plugins``, ``harness validate``, planning) and again in
 each cell's worker, then calls its hook implementations, which register the components (two tasks, one strategy).
 Neither this module nor anything it imports at its top imports torch or transformers: the heavy code is imported
-inside the components' worker-side methods (``RegressionTask.setup``, ``TaggingTask.setup``, ``BitFit.apply``).
+inside the components' worker-side methods (``RegressionTask.setup``, ``TaggingTask.setup``, ``BiasTuning.apply``).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 
 from harness.api.hookspecs import hookimpl
 
-from .bitfit import BitFit
+from .bias_tuning import BiasTuning
 from .regression import RegressionTask
 from .tagging import TaggingTask
 
@@ -29,4 +29,4 @@ def harness_register_tasks(register: Any) -> None:
 
 @hookimpl
 def harness_register_strategies(register: Any) -> None:
-    register(BitFit())
+    register(BiasTuning())

@@ -1,4 +1,5 @@
-"""A test-only plugin: BitFit that saves every parameter before and after training, to see what training changed.
+"""A test-only plugin: the bias_tuning strategy (BitFit), saving every parameter before and after training, to see
+what training changed.
 
 ``Strategy.stored_bytes`` is called after ``apply`` and again after training (docs/components.md): the probe saves
 the parameters there (``params-0.pt``, then ``params-1.pt`` in the cell's folder) and keeps the default bytes.
@@ -11,12 +12,12 @@ from typing import Any
 
 from harness.api.hookspecs import hookimpl
 
-from harness_example.bitfit import BitFit
+from harness_example.bias_tuning import BiasTuning
 
 
-class BitFitProbe(BitFit):
-    name = "bitfit-probe"
-    description = "BitFit, saving the parameters before and after training (tests)"
+class BiasTuningProbe(BiasTuning):
+    name = "bias_tuning_probe"
+    description = "bias tuning, saving the parameters before and after training (tests)"
 
     def apply(self, model: Any, run: Any, options: Any, ctx: Any) -> Any:
         self._out: Path = ctx.out_dir
@@ -35,4 +36,4 @@ class BitFitProbe(BitFit):
 
 @hookimpl
 def harness_register_strategies(register: Any) -> None:
-    register(BitFitProbe())
+    register(BiasTuningProbe())

@@ -1,25 +1,28 @@
-"""The ``bitfit`` strategy: train only the bias terms of the model (all, or the paper's subset) plus the task head.
+"""The ``bitfit`` strategy: only the bias terms of the model (all, or the paper's subset) and the task head train.
 
 BitFit (Ben Zaken, Goldberg and Ravfogel, "BitFit: Simple Parameter-efficient Fine-tuning for Transformer-based Masked
 Language-models", ACL 2022, arXiv:2106.10199) freezes every weight matrix and embedding of a pretrained model and
-trains its bias vectors and the new task head: about 0.08 % of BERT-base's parameters (the head aside).
+trains its bias vectors and the new task head (counted apart, in ``params.head``): about 0.08 % of BERT-base.
 
 ``biases = "all"`` (the default) trains every parameter named ``bias``: in a BERT layer the query, key and value
-biases, the attention output's, the two LayerNorms', the intermediate (first feed-forward) and output (second
-feed-forward) biases; plus the embeddings' LayerNorm bias and the pooler's bias. ``biases = "query_intermediate"`` is
-the paper's subset (its section 4: the query bias b_q and the intermediate bias b_m2 change the most and carry most of
-the gain), with the pooler's bias as the authors' code (github.com/benzakenelad/BitFit) trains it too.
+biases, the attention output's, the two LayerNorms', the intermediate and output feed-forward biases; plus the
+embeddings' LayerNorm bias and the pooler's, 2H + L(7H + I) in all. ``biases = "query_intermediate"`` is the paper's
+subset (its section 4: the query bias and the first feed-forward bias b_m2 change most and carry most of the gain),
+with the pooler's bias as the authors' code (github.com/benzakenelad/BitFit) trains it. What is stored
+(``params.stored_bytes``, and ``--save-artifacts``' ``bitfit.safetensors``) is those biases and the head.
 
-Light at import: the model is only touched through its own methods inside :meth:`BitFit.apply` and :meth:`BitFit.save`.
+The same strategy as the example third-party plugin (``examples/plugin-package``), built in. Light at import: the model
+is only touched through its own methods inside :meth:`BitFit.apply` and :meth:`BitFit.save`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 from harness.api.components import CellContext, Strategy, TaskRun
+from harness.api.hookspecs import hookimpl
 from harness.api.options import Option
 from harness.errors import HarnessError
 
@@ -47,51 +50,41 @@ def is_bias(name: str) -> bool:
     return name.rsplit(".", 1)[-1] == "bias"
 
 
-def is_head(name: str, head_prefixes: tuple[str, ...]) -> bool:
-    """Whether parameter ``name`` belongs to the task head (``TaskRun.head_prefixes``)."""
-    return bool(head_prefixes) and name.startswith(tuple(head_prefixes))
-
-
 def select_parameters(model: Any, head_prefixes: tuple[str, ...], biases: str = "all") -> dict[str, list[str]]:
     """The parameter names BitFit trains, by group: ``head``, and ``bias`` (``all``) or ``query``, ``intermediate``
     and ``pooler`` (``query_intermediate``). Backbone groups never include head parameters."""
     if biases not in SUBSETS:
         raise ValueError(f"biases must be one of {SUBSETS}, got {biases!r}")
     groups: dict[str, list[str]] = {"head": []}
-    if biases == "all":
-        groups["bias"] = []
-    else:
-        groups.update(query=[], intermediate=[], pooler=[])
+    subsets = {"bias": is_bias} if biases == "all" else {
+        "query": lambda n: n.endswith(QUERY_BIASES),
+        "intermediate": lambda n: n.endswith(INTERMEDIATE_BIASES),
+        "pooler": lambda n: n.endswith(POOLER_BIASES),
+    }  # fmt: skip
+    groups.update({group: [] for group in subsets})
     for name, _ in model.named_parameters():
-        if is_head(name, head_prefixes):
+        if head_prefixes and name.startswith(tuple(head_prefixes)):
             groups["head"].append(name)
-        elif biases == "all":
-            if is_bias(name):
-                groups["bias"].append(name)
-        elif name.endswith(QUERY_BIASES):
-            groups["query"].append(name)
-        elif name.endswith(INTERMEDIATE_BIASES):
-            groups["intermediate"].append(name)
-        elif name.endswith(POOLER_BIASES):
-            groups["pooler"].append(name)
+            continue
+        group = next((g for g, selects in subsets.items() if selects(name)), None)
+        if group is not None:
+            groups[group].append(name)
     return groups
 
 
 class BitFit(Strategy):
     """Bias-terms fine-tuning: every bias (or the query and intermediate biases) and the task head train.
 
-    Budget default: learning rate 1e-3. The paper tuned BitFit's learning rate over {1e-4, 4e-4, 7e-4, 1e-3} for
-    each GLUE task (full fine-tuning's rates, 1e-5..5e-5, barely move biases); 1e-3, the top of that grid, is also
-    the default of the authors' code (``run_glue.py --learning-rate``). A suite's ``[budget]`` overrides it.
-
-    Every family is declared (BERT-, GPT-2- and BART-style models have biases). Whether a model has biases is only
-    known once it is built, so a model without any (T5) fails its cell in :meth:`apply` with a clear message rather
-    than being skipped at planning time.
+    Budget defaults: learning rate 1e-3 — the paper tuned BitFit's rate over {1e-4, 4e-4, 7e-4, 1e-3} per GLUE task
+    (full fine-tuning's 1e-5..5e-5 barely move biases), and 1e-3, the top of that grid, is the default of the authors'
+    code (``run_glue.py --learning-rate``); the 6 % warm-up and weight decay 0.01 (on the head's weight only: biases
+    never decay) of every trained strategy. Every family is declared; a model without biases (T5) fails its cell in
+    :meth:`apply` with the reason, since that is only known once it is built.
     """
 
-    name: ClassVar[str] = "bitfit"
-    description: ClassVar[str] = "BitFit: only the bias terms (all, or query + intermediate) and the task head train"
-    options: ClassVar[tuple[Option, ...]] = (
+    name = "bitfit"
+    description = "BitFit: only the bias terms (all, or query + intermediate) and the task head train"
+    options = (
         Option(
             "biases",
             "str",
@@ -100,11 +93,11 @@ class BitFit(Strategy):
             choices=SUBSETS,
         ),
     )
-    budget_defaults: ClassVar[Mapping[str, Any]] = {"learning_rate": 1e-3}
+    budget_defaults = {"learning_rate": 1e-3, "warmup_ratio": 0.06, "weight_decay": 0.01}
 
     def apply(self, model: Any, run: TaskRun, options: Mapping[str, Any], ctx: CellContext) -> Any:
-        """Freeze everything, then let the selected biases and the task head train; raise :class:`HarnessError` when
-        the model has none of the selected biases."""
+        """Freeze everything, then let the selected biases and the task head train; a :class:`HarnessError` when the
+        model has none of the selected biases."""
         biases = options.get("biases", "all")
         groups = select_parameters(model, tuple(run.head_prefixes), biases)
         model_name = type(model).__name__
@@ -116,10 +109,11 @@ class BitFit(Strategy):
             )
         for group, what in (("query", "query"), ("intermediate", "intermediate (first feed-forward)")):
             if biases == "query_intermediate" and not groups[group]:
+                names = QUERY_BIASES if group == "query" else INTERMEDIATE_BIASES
                 raise HarnessError(
                     f'{where}.biases: "query_intermediate" needs separate {what} biases, and {model_name} has none '
-                    f"named like {', '.join(QUERY_BIASES if group == 'query' else INTERMEDIATE_BIASES)} "
-                    '(GPT-2 fuses query, key and value in one c_attn bias; T5 has no biases): use biases = "all"'
+                    f"named like {', '.join(names)} (GPT-2 fuses query, key and value in one c_attn bias; T5 has no "
+                    'biases): use biases = "all"'
                 )
         trained = {name for names in groups.values() for name in names}
         for name, param in model.named_parameters():
@@ -135,3 +129,8 @@ class BitFit(Strategy):
         directory.mkdir(parents=True, exist_ok=True)
         tensors = {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
         save_file(tensors, str(directory / "bitfit.safetensors"), metadata={"strategy": self.name})
+
+
+@hookimpl
+def harness_register_strategies(register: Any) -> None:
+    register(BitFit())

@@ -1,4 +1,5 @@
-"""The ``bitfit`` strategy: exactly the published parameter set trains, training changes nothing else, loss goes down.
+"""The ``bias_tuning`` strategy (BitFit): exactly the published parameter set trains, training changes nothing else,
+loss goes down.
 
 The parameter count of BitFit on a BERT-style encoder (``BertForSequenceClassification``) with hidden size H,
 intermediate (feed-forward) size I, L layers and a head with C outputs:
@@ -27,14 +28,14 @@ from types import SimpleNamespace
 import pytest
 from harness.testing import tiny_model
 
-from harness_example.bitfit import BitFit, select_parameters
+from harness_example.bias_tuning import BiasTuning, select_parameters
 from harness_example.data import task_table
 
 H, I, L = 32, 64, 2  # noqa: E741 (the formula's letters)
-PROBE = Path(__file__).with_name("bitfit_probe.py")
+PROBE = Path(__file__).with_name("bias_tuning_probe.py")
 
 
-def bitfit_count(hidden: int, intermediate: int, layers: int, outputs: int, biases: str = "all") -> int:
+def bias_count(hidden: int, intermediate: int, layers: int, outputs: int, biases: str = "all") -> int:
     """The formula of the module docstring."""
     head = outputs * (hidden + 1)
     if biases == "all":
@@ -60,8 +61,8 @@ def bert(outputs: int):
 
 def apply(model, biases: str = "all", head_prefixes: tuple[str, ...] = ("classifier",)):
     run = SimpleNamespace(head_prefixes=head_prefixes)
-    ctx = SimpleNamespace(cell=SimpleNamespace(strategy="bitfit"))
-    return BitFit().apply(model, run, {"biases": biases}, ctx)
+    ctx = SimpleNamespace(cell=SimpleNamespace(strategy="bias_tuning"))
+    return BiasTuning().apply(model, run, {"biases": biases}, ctx)
 
 
 def trainable(model) -> int:
@@ -72,8 +73,8 @@ def trainable(model) -> int:
 def test_trainable_count_is_the_published_formula(outputs):
     model = apply(bert(outputs))
     by_name = sum(p.numel() for n, p in model.named_parameters() if n.endswith(".bias") or n.startswith("classifier."))
-    assert trainable(model) == by_name == bitfit_count(H, I, L, outputs)
-    assert bitfit_count(H, I, L, 1) == 673
+    assert trainable(model) == by_name == bias_count(H, I, L, outputs)
+    assert bias_count(H, I, L, 1) == 673
 
 
 @pytest.mark.parametrize("outputs", [1, 3])
@@ -87,8 +88,8 @@ def test_query_intermediate_subset_count(outputs):
         "classifier.weight",
         "classifier.bias",
     }
-    assert trainable(model) == bitfit_count(H, I, L, outputs, "query_intermediate")
-    assert bitfit_count(H, I, L, 1, "query_intermediate") == 257
+    assert trainable(model) == bias_count(H, I, L, outputs, "query_intermediate")
+    assert bias_count(H, I, L, 1, "query_intermediate") == 257
 
 
 def test_select_parameters_keeps_head_out_of_the_backbone_groups():
@@ -101,8 +102,8 @@ def test_save_writes_only_the_trained_tensors(tmp_path):
     from safetensors.torch import load_file
 
     model = apply(bert(1))
-    BitFit().save(model, tmp_path / "artifact")
-    saved = load_file(str(tmp_path / "artifact" / "bitfit.safetensors"))
+    BiasTuning().save(model, tmp_path / "artifact")
+    saved = load_file(str(tmp_path / "artifact" / "bias_tuning.safetensors"))
     assert set(saved) == {n for n, p in model.named_parameters() if p.requires_grad}
     fresh = bert(1)
     missing, unexpected = fresh.load_state_dict(saved, strict=False)
@@ -110,16 +111,18 @@ def test_save_writes_only_the_trained_tensors(tmp_path):
 
 
 def test_cell_records_the_formula_and_the_paper_learning_rate(example_plugin, harness_run_cell, scores_data):
-    record = harness_run_cell(task=task_table(scores_data), strategy="bitfit", model=tiny_model())
+    record = harness_run_cell(task=task_table(scores_data), strategy="bias_tuning", model=tiny_model())
     assert record.status == "ok", record.error
-    assert record.params.trainable == bitfit_count(H, I, L, 1) == 673
+    assert record.params.trainable == bias_count(H, I, L, 1) == 673
     assert record.params.head == H + 1
     assert record.config["budget"]["learning_rate"] == 1e-3  # BitFit's budget default
     subset = harness_run_cell(
-        task=task_table(scores_data), strategy={"type": "bitfit", "biases": "query_intermediate"}, model=tiny_model()
+        task=task_table(scores_data),
+        strategy={"type": "bias_tuning", "biases": "query_intermediate"},
+        model=tiny_model(),
     )
     assert subset.status == "ok", subset.error
-    assert subset.params.trainable == bitfit_count(H, I, L, 1, "query_intermediate") == 257
+    assert subset.params.trainable == bias_count(H, I, L, 1, "query_intermediate") == 257
 
 
 def test_training_changes_only_biases_and_head_and_lowers_the_loss(
@@ -129,7 +132,7 @@ def test_training_changes_only_biases_and_head_and_lowers_the_loss(
 
     harness_plugin(PROBE)
     record = harness_run_cell(
-        task=task_table(scores_data), strategy="bitfit-probe", model=tiny_model(), budget={"max_steps": 40}
+        task=task_table(scores_data), strategy="bias_tuning_probe", model=tiny_model(), budget={"max_steps": 40}
     )
     assert record.status == "ok", record.error
     cell = tmp_path / "harness-run-1" / "cell"
@@ -148,7 +151,9 @@ def test_training_changes_only_biases_and_head_and_lowers_the_loss(
 def test_decoder_biases_train_too(example_plugin, harness_run_cell, harness_tiny_task):
     """GPT-2 (text-to-text classification, no new head): per layer 2 LayerNorm biases, the fused c_attn bias (3H),
     the attention projection's (H) and the two feed-forward biases (I + H), plus the final LayerNorm's bias."""
-    record = harness_run_cell(task=harness_tiny_task("classification"), strategy="bitfit", model=tiny_model("decoder"))
+    record = harness_run_cell(
+        task=harness_tiny_task("classification"), strategy="bias_tuning", model=tiny_model("decoder")
+    )
     assert record.status == "ok", record.error
     assert record.params.trainable == L * (7 * H + I) + H == 608
     assert record.params.head == 0
@@ -156,12 +161,12 @@ def test_decoder_biases_train_too(example_plugin, harness_run_cell, harness_tiny
 
 def test_models_without_biases_fail_with_a_clear_message(example_plugin, harness_run_cell, harness_tiny_task):
     task = harness_tiny_task("classification")
-    record = harness_run_cell(task=task, strategy="bitfit", model=tiny_model("encoder-decoder"))
+    record = harness_run_cell(task=task, strategy="bias_tuning", model=tiny_model("encoder-decoder"))
     assert record.status == "failed"
-    assert record.error.startswith("HarnessError: strategies.bitfit: BitFit trains bias terms")
+    assert record.error.startswith("HarnessError: strategies.bias_tuning: BitFit trains bias terms")
     assert "T5ForConditionalGeneration has none" in record.error
     subset = harness_run_cell(
-        task=task, strategy={"type": "bitfit", "biases": "query_intermediate"}, model=tiny_model("decoder")
+        task=task, strategy={"type": "bias_tuning", "biases": "query_intermediate"}, model=tiny_model("decoder")
     )
     assert subset.status == "failed"
     assert "GPT-2 fuses query, key and value" in subset.error and 'use biases = "all"' in subset.error
