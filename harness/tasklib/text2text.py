@@ -29,6 +29,10 @@ Rules:
   token, after ``max_new_tokens`` or at a ``stop`` string once the answer has begun (leading whitespace is not an
   answer); decoders return only the new tokens. Predictions are decoded without special tokens, stripped of leading
   whitespace, cut before the first stop string and stripped of surrounding whitespace.
+* **Cached**: prompts and training encodings are remembered on disk (:mod:`harness.tasklib.encodecache`) by the
+  split's examples, their rendered prompts, input and target texts, the demonstrations (``k``, seed, train split),
+  the template and its values, the family, ``max_length``, ``max_target_length``, the tokenizer and the code of the
+  run's class.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from typing import Any
 
 from harness.api.components import EvalResult, LoadedModel, TaskRun
 from harness.errors import HarnessError
+from harness.tasklib import encodecache
 from harness.tasklib.batching import inference, pad_batch
 from harness.tasklib.generation import (
     GenerationSettings,
@@ -108,6 +113,7 @@ class TextToTextRun(Demonstrated, TaskRun):
         self._prefix: list[int] = []
         self._stops: list[str] | None = None
         self._demos = None
+        self._tokenizer_identity: str | None = None
 
     # -- what a subclass may change -----------------------------------------------------------------------------
     @abc.abstractmethod
@@ -144,6 +150,7 @@ class TextToTextRun(Demonstrated, TaskRun):
         if pad is None:
             raise HarnessError("the tokenizer has neither a pad token nor an end-of-sequence token to pad with")
         self._tokenizer, self._encoded, self._prompts, self._stops = tokenizer, {}, {}, None
+        self._tokenizer_identity = None
         self.eos_id, self.pad_id = eos, pad
         self._prefix = self._leading_specials() if self.family == "decoder" else []
 
@@ -228,14 +235,44 @@ class TextToTextRun(Demonstrated, TaskRun):
         if split not in self._prompts:
             examples = self.splits[split]
             texts = [self.compose(e) for e in examples]
-            prompts = []
-            for example, text, ids in zip(examples, texts, self._encode(texts), strict=True):
-                prompt = self._fit(example, text, ids, self.max_length)
-                if len(prompt.ids) > self.max_length:
-                    raise self._template_too_long(prompt, "the text")
-                prompts.append(prompt)
-            self._prompts[split] = prompts
+            self._prompts[split] = encodecache.cached(
+                "text2text-prompts", self._cache_parts(examples, texts), lambda: self._fit_prompts(examples, texts),
+                encodecache.dump_prompts, encodecache.load_prompts,
+            )  # fmt: skip
         return self._prompts[split]
+
+    def _fit_prompts(self, examples: Sequence[TextPair], texts: Sequence[str]) -> list[Prompt]:
+        fitted = []
+        for example, text, ids in zip(examples, texts, self._encode(texts), strict=True):
+            prompt = self._fit(example, text, ids, self.max_length)
+            if len(prompt.ids) > self.max_length:
+                raise self._template_too_long(prompt, "the text")
+            fitted.append(prompt)
+        return fitted
+
+    def _cache_parts(self, examples: Sequence[TextPair], texts: Sequence[str]) -> dict[str, Any] | None:
+        """What the prompts and encodings of ``examples`` (rendered as ``texts``) depend on; ``None``: not cached."""
+        if not encodecache.enabled():
+            return None
+        if self._tokenizer_identity is None:
+            self._tokenizer_identity = encodecache.tokenizer_identity(self._require_tokenizer())
+        if self._tokenizer_identity is None:
+            return None
+        demos = self._demos
+        rendered = [texts, [self.input_text(e) for e in examples], [self.target_text(e) for e in examples]]
+        return {
+            "code": encodecache.code_identity(type(self), render.__module__),
+            "tokenizer": self._tokenizer_identity,
+            "family": self.family,
+            "template": self.template,
+            "values": self.values,
+            "input_field": self.input_field,
+            "max_length": self.max_length,
+            "max_target_length": self.max_target_length,
+            "demonstrations": None if demos is None else [demos.k, demos.seed, encodecache.content_digest(demos.pool)],
+            "examples": encodecache.content_digest(examples),
+            "rendered": encodecache.content_digest(rendered),
+        }
 
     def _decoder_targets(
         self, texts: Sequence[str], prompt_ids: Sequence[Sequence[int]], targets: Sequence[str]
@@ -270,31 +307,38 @@ class TextToTextRun(Demonstrated, TaskRun):
     def examples(self, split: str) -> Sequence[Mapping[str, Any]]:
         """Training encodings of ``split``: ``input_ids`` and ``labels`` (see the module rules)."""
         if split not in self._encoded:
-            tokenizer = self._require_tokenizer()
+            self._require_tokenizer()
             examples = self.splits[split]
-            targets = [self.target_text(e) for e in examples]
-            encoded = []
-            if self.family == "encoder-decoder":
-                labels = tokenizer(text_target=targets, max_length=self.max_target_length, truncation=True).input_ids
-                for prompt, target in zip(self.prompts(split), labels, strict=True):
-                    encoded.append({"input_ids": list(prompt.ids), "labels": list(target)})
-            else:
-                texts = [self.compose(e) for e in examples]
-                prompt_ids = self._encode(texts)
-                target_ids = self._decoder_targets(texts, prompt_ids, targets)
-                for example, text, ids, target in zip(examples, texts, prompt_ids, target_ids, strict=True):
-                    target = target[: self.max_target_length - 1] + [self.eos_id]
-                    prompt = self._fit(example, text, ids, self.max_length - len(target))
-                    room = self.max_length - len(prompt.ids)
-                    if room < 1:
-                        raise self._template_too_long(prompt, "the target")
-                    if len(target) > room:
-                        target = target[: room - 1] + [self.eos_id]
-                    encoded.append(
-                        {"input_ids": list(prompt.ids) + target, "labels": [IGNORE_INDEX] * len(prompt.ids) + target}
-                    )
-            self._encoded[split] = encoded
+            texts = [self.compose(e) for e in examples]
+            self._encoded[split] = encodecache.cached(
+                "text2text-examples", self._cache_parts(examples, texts),
+                lambda: self._encode_examples(split, examples, texts), encodecache.dump_rows, encodecache.load_rows,
+            )  # fmt: skip
         return self._encoded[split]
+
+    def _encode_examples(self, split: str, examples: Sequence[TextPair], texts: Sequence[str]) -> list[dict[str, Any]]:
+        tokenizer = self._require_tokenizer()
+        targets = [self.target_text(e) for e in examples]
+        encoded = []
+        if self.family == "encoder-decoder":
+            labels = tokenizer(text_target=targets, max_length=self.max_target_length, truncation=True).input_ids
+            for prompt, target in zip(self.prompts(split), labels, strict=True):
+                encoded.append({"input_ids": list(prompt.ids), "labels": list(target)})
+            return encoded
+        prompt_ids = self._encode(texts)
+        target_ids = self._decoder_targets(texts, prompt_ids, targets)
+        for example, text, ids, target in zip(examples, texts, prompt_ids, target_ids, strict=True):
+            target = target[: self.max_target_length - 1] + [self.eos_id]
+            prompt = self._fit(example, text, ids, self.max_length - len(target))
+            room = self.max_length - len(prompt.ids)
+            if room < 1:
+                raise self._template_too_long(prompt, "the target")
+            if len(target) > room:
+                target = target[: room - 1] + [self.eos_id]
+            encoded.append(
+                {"input_ids": list(prompt.ids) + target, "labels": [IGNORE_INDEX] * len(prompt.ids) + target}
+            )
+        return encoded
 
     def collate(self, examples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         """Right-padded ``input_ids`` / ``attention_mask`` and ``labels`` padded with -100, each to its longest."""

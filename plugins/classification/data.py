@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError, Problem
+from harness.tasklib import datafiles, datahub
 from harness.tasklib.datafiles import (
     SPLITS,
     SplitAccess,
@@ -32,6 +33,7 @@ from harness.tasklib.datafiles import (
     split_lines,
 )
 from harness.tasklib.datahub import check_hub, source_problem, uses_hub
+from harness.tasklib.encodecache import cached_splits, code_identity
 
 from .hub import _Row, read_hub
 
@@ -178,7 +180,20 @@ def load_splits(
     options: Mapping[str, Any], max_train_examples: int | None = None, eval_size: int | None = None
 ) -> Splits:
     """Load train, validation and test as the task's (resolved) options describe, carve missing splits from train,
-    check every label against the label set, and apply the caps. Raises :class:`HarnessError` naming file and line."""
+    check every label against the label set, and apply the caps. Raises :class:`HarnessError` naming file and line.
+
+    Files (not hub datasets) are read once: the splits are remembered by the files' content, the options and the caps
+    (:func:`harness.tasklib.encodecache.cached_splits`), so the other cells of a suite read the remembered copy."""
+    files = None if uses_hub(options) else [options.get(key) for key in DATA_FILE_KEYS]
+    code = code_identity(__name__, f"{__package__}.hub", datafiles, datahub)
+    caps = (max_train_examples, eval_size)
+    return cached_splits(
+        "classification-splits", options, files, caps, code,
+        lambda: _read_splits(options, max_train_examples, eval_size), Splits, Example,
+    )  # fmt: skip
+
+
+def _read_splits(options: Mapping[str, Any], max_train_examples: int | None, eval_size: int | None) -> Splits:
     problem = source_problem(options)
     if problem is not None:
         raise HarnessError(problem[1])

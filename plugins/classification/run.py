@@ -10,6 +10,7 @@ from sklearn.metrics import accuracy_score, f1_score
 from transformers import AutoModelForSequenceClassification
 
 from harness.api.components import EvalResult, LoadedModel, TaskRun
+from harness.tasklib import encodecache
 from harness.tasklib.batching import argmax_predictions, pad_batch
 
 from .data import Splits
@@ -20,7 +21,8 @@ class ClassificationRun(TaskRun):
 
     The tokenizer comes from the model source, so :meth:`build_model` (or :meth:`bind_tokenizer`) must run before
     :meth:`examples`; splits are then encoded once, truncated to ``max_length`` and never padded (batches are padded
-    to their own longest member by :meth:`collate`).
+    to their own longest member by :meth:`collate`). Encodings are remembered on disk by the split's examples, the
+    tokenizer, ``max_length`` and the label order (:mod:`harness.tasklib.encodecache`).
     """
 
     greater_is_better = True
@@ -42,11 +44,12 @@ class ClassificationRun(TaskRun):
         self._tokenizer: Any = None
         self._pad_values: dict[str, int] | None = None
         self._encoded: dict[str, list[dict[str, Any]]] = {}
+        self._tokenizer_identity: str | None = None
 
     def bind_tokenizer(self, tokenizer: Any) -> None:
         """Use ``tokenizer`` for encoding and padding (drops encodings made with another one)."""
         if tokenizer is not self._tokenizer:
-            self._tokenizer, self._encoded = tokenizer, {}
+            self._tokenizer, self._encoded, self._tokenizer_identity = tokenizer, {}, None
             pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
             if pad_id is None:
                 raise RuntimeError("the tokenizer has neither a pad token nor an end-of-sequence token to pad with")
@@ -73,14 +76,34 @@ class ClassificationRun(TaskRun):
                     "ClassificationRun.build_model(loaded) must run before examples(): "
                     "the tokenizer comes from the model source"
                 )
-            source = self.splits[split]
-            pairs = [e.text_pair or "" for e in source] if any(e.text_pair is not None for e in source) else None
-            encoded = self._tokenizer([e.text for e in source], pairs, truncation=True, max_length=self.max_length)
-            keys = list(encoded.keys())
-            self._encoded[split] = [
-                {**{k: encoded[k][i] for k in keys}, "labels": self.label2id[e.label]} for i, e in enumerate(source)
-            ]
+            self._encoded[split] = encodecache.cached(
+                "classification-encoded", self._cache_parts(split), lambda: self._encode(split),
+                encodecache.dump_rows, encodecache.load_rows,
+            )  # fmt: skip
         return self._encoded[split]
+
+    def _encode(self, split: str) -> list[dict[str, Any]]:
+        source = self.splits[split]
+        pairs = [e.text_pair or "" for e in source] if any(e.text_pair is not None for e in source) else None
+        encoded = self._tokenizer([e.text for e in source], pairs, truncation=True, max_length=self.max_length)
+        keys = list(encoded.keys())
+        return [{**{k: encoded[k][i] for k in keys}, "labels": self.label2id[e.label]} for i, e in enumerate(source)]
+
+    def _cache_parts(self, split: str) -> dict[str, Any] | None:
+        """What the encoding of ``split`` depends on (``None``: not cached, see :mod:`harness.tasklib.encodecache`)."""
+        if not encodecache.enabled():
+            return None
+        if self._tokenizer_identity is None:
+            self._tokenizer_identity = encodecache.tokenizer_identity(self._tokenizer)
+        if self._tokenizer_identity is None:
+            return None
+        return {
+            "code": encodecache.code_identity(type(self)),
+            "tokenizer": self._tokenizer_identity,
+            "max_length": self.max_length,
+            "labels": list(self.label2id),
+            "examples": encodecache.content_digest(self.splits[split]),
+        }
 
     def collate(self, examples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         if self._pad_values is None:

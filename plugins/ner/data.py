@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError, Problem
+from harness.tasklib import datafiles, datahub
 from harness.tasklib.datafiles import (
     HEAD_BYTES,
     SPLITS,
@@ -40,6 +41,7 @@ from harness.tasklib.datafiles import (
     split_lines,
 )
 from harness.tasklib.datahub import check_hub, hub_splits, source_problem, uses_hub
+from harness.tasklib.encodecache import cached_splits, code_identity
 
 from . import spans as span_io
 from .tags import check_tag, detect_scheme, entity_type, label_set, split_tag, to_iob2
@@ -231,7 +233,20 @@ def load_splits(
     options: Mapping[str, Any], max_train_examples: int | None = None, eval_size: int | None = None
 ) -> Splits:
     """Load, check and normalise the splits the task's (resolved) options describe, carve missing splits from train
-    and apply the caps. Raises :class:`HarnessError` naming the file and line of any problem."""
+    and apply the caps. Raises :class:`HarnessError` naming the file and line of any problem.
+
+    Files (not hub datasets) are read once: the splits are remembered by the files' content, the options and the caps
+    (:func:`harness.tasklib.encodecache.cached_splits`), so the other cells of a suite read the remembered copy."""
+    files = None if uses_hub(options) else [options.get(split) for split in SPLITS]
+    code = code_identity(__name__, span_io, f"{__package__}.tags", datafiles, datahub)
+    caps = (max_train_examples, eval_size)
+    return cached_splits(
+        "ner-splits", options, files, caps, code,
+        lambda: _read_splits(options, max_train_examples, eval_size), Splits, Sentence,
+    )  # fmt: skip
+
+
+def _read_splits(options: Mapping[str, Any], max_train_examples: int | None, eval_size: int | None) -> Splits:
     tokenization, widened, hub_names = None, 0, None
     problem = source_problem(options)
     if problem is not None:

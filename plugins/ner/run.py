@@ -24,6 +24,7 @@ from transformers import AutoModelForTokenClassification
 
 from harness.api.components import EvalResult, LoadedModel, TaskRun
 from harness.errors import HarnessError
+from harness.tasklib import encodecache
 from harness.tasklib.batching import argmax_predictions, pad_batch
 
 from .data import Sentence, Splits
@@ -39,11 +40,25 @@ def _scheme_note(splits: Splits) -> str:
     return "IOB2" if splits.scheme == "IOB2" else f"IOB2 (normalised from {splits.scheme})"
 
 
+def _dump(encoded: tuple[list[dict[str, Any]], list[tuple[list[int | None], int]]]) -> dict[str, Any]:
+    rows, words = encoded
+    return {**encodecache.dump_rows(rows), "words": [[word_ids, lost] for word_ids, lost in words]}
+
+
+def _load(payload: Mapping[str, Any]) -> tuple[list[dict[str, Any]], list[tuple[list[int | None], int]]]:
+    rows, words = encodecache.load_rows(payload), [(list(w), int(lost)) for w, lost in payload["words"]]
+    if len(rows) != len(words):
+        raise ValueError("rows and alignments differ in number")
+    return rows, words
+
+
 class NerRun(TaskRun):
     """Encoded splits and scoring for one cell.
 
     The tokenizer comes from the model source, so :meth:`build_model` (or :meth:`bind_tokenizer`) must run before
-    :meth:`examples`; splits are encoded once and never padded (batches are padded by :meth:`collate`).
+    :meth:`examples`; splits are encoded once and never padded (batches are padded by :meth:`collate`). Encodings
+    and alignments are remembered on disk by the split's sentences, the tokenizer, ``max_length``, the label set and
+    ``label_all_subtokens`` (:mod:`harness.tasklib.encodecache`).
     """
 
     primary_metric = "f1"
@@ -74,6 +89,7 @@ class NerRun(TaskRun):
         self._pad_values: dict[str, int] | None = None
         self._encoded: dict[str, list[dict[str, Any]]] = {}
         self._words: dict[str, list[tuple[list[int | None], int]]] = {}
+        self._tokenizer_identity: str | None = None
 
     def bind_tokenizer(self, tokenizer: Any) -> None:
         """Use ``tokenizer`` (a fast one: alignment needs ``word_ids``) for encoding and padding."""
@@ -87,7 +103,7 @@ class NerRun(TaskRun):
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         if pad_id is None:
             raise RuntimeError("the tokenizer has neither a pad token nor an end-of-sequence token to pad with")
-        self._tokenizer, self._encoded, self._words = tokenizer, {}, {}
+        self._tokenizer, self._encoded, self._words, self._tokenizer_identity = tokenizer, {}, {}, None
         self._pad_values = {
             "input_ids": pad_id,
             "attention_mask": 0,
@@ -125,23 +141,45 @@ class NerRun(TaskRun):
                 raise RuntimeError(
                     "NerRun.build_model(loaded) must run before examples(): the tokenizer comes from the model source"
                 )
-            sentences = self.splits[split]
-            encoded = self._tokenizer(
-                [list(s.tokens) for s in sentences],
-                is_split_into_words=True,
-                truncation=True,
-                max_length=self.max_length,
+            self._encoded[split], self._words[split] = encodecache.cached(
+                "ner-encoded", self._cache_parts(split), lambda: self._encode(split), _dump, _load
             )
-            keys = list(encoded.keys())
-            rows, words = [], []
-            for i, sentence in enumerate(sentences):
-                word_ids = encoded.word_ids(i)
-                kept = {w for w in word_ids if w is not None}
-                lost = {w for part in encoded.encodings[i].overflowing for w in part.word_ids if w is not None}
-                rows.append({**{k: encoded[k][i] for k in keys}, "labels": self.align(sentence, word_ids)})
-                words.append((word_ids, len(lost - kept)))
-            self._encoded[split], self._words[split] = rows, words
         return self._encoded[split]
+
+    def _encode(self, split: str) -> tuple[list[dict[str, Any]], list[tuple[list[int | None], int]]]:
+        sentences = self.splits[split]
+        encoded = self._tokenizer(
+            [list(s.tokens) for s in sentences],
+            is_split_into_words=True,
+            truncation=True,
+            max_length=self.max_length,
+        )
+        keys = list(encoded.keys())
+        rows, words = [], []
+        for i, sentence in enumerate(sentences):
+            word_ids = encoded.word_ids(i)
+            kept = {w for w in word_ids if w is not None}
+            lost = {w for part in encoded.encodings[i].overflowing for w in part.word_ids if w is not None}
+            rows.append({**{k: encoded[k][i] for k in keys}, "labels": self.align(sentence, word_ids)})
+            words.append((word_ids, len(lost - kept)))
+        return rows, words
+
+    def _cache_parts(self, split: str) -> dict[str, Any] | None:
+        """What the encoding of ``split`` depends on (``None``: not cached, see :mod:`harness.tasklib.encodecache`)."""
+        if not encodecache.enabled():
+            return None
+        if self._tokenizer_identity is None:
+            self._tokenizer_identity = encodecache.tokenizer_identity(self._tokenizer)
+        if self._tokenizer_identity is None:
+            return None
+        return {
+            "code": encodecache.code_identity(type(self), inside.__module__),
+            "tokenizer": self._tokenizer_identity,
+            "max_length": self.max_length,
+            "label_all_subtokens": self.label_all_subtokens,
+            "labels": list(self.label2id),
+            "examples": encodecache.content_digest(self.splits[split]),
+        }
 
     def collate(self, examples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         if self._pad_values is None:

@@ -13,8 +13,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from harness.errors import Problem
+from harness.tasklib import datafiles, datahub, textpairs
+from harness.tasklib.datafiles import SPLITS
+from harness.tasklib.encodecache import cached_splits, code_identity
 from harness.tasklib.paircheck import check_pairs
-from harness.tasklib.textpairs import Columns, PairSplits, load_pairs
+from harness.tasklib.textpairs import Columns, PairSplits, TextPair, load_pairs
 
 
 def columns(options: Mapping[str, Any]) -> Columns:
@@ -28,8 +31,16 @@ def columns(options: Mapping[str, Any]) -> Columns:
 
 
 def load(options: Mapping[str, Any], max_train_examples: int | None = None, eval_size: int | None = None) -> PairSplits:
-    """Load the splits the (resolved) options describe (see :func:`harness.tasklib.textpairs.load_pairs`)."""
-    return load_pairs(options, columns(options), max_train_examples, eval_size)
+    """Load the splits the (resolved) options describe (see :func:`harness.tasklib.textpairs.load_pairs`).
+
+    Files (not hub datasets) are read once: the splits are remembered by the files' content, the options and the caps
+    (:func:`harness.tasklib.encodecache.cached_splits`), so the other cells of a suite read the remembered copy."""
+    files = None if options.get("dataset") else [options.get(f"{s}{side}") for s in SPLITS for side in ("", "_target")]
+    code = code_identity(__name__, textpairs, datafiles, datahub)
+    return cached_splits(
+        "summarization-splits", options, files, (max_train_examples, eval_size), code,
+        lambda: load_pairs(options, columns(options), max_train_examples, eval_size), PairSplits, TextPair,
+    )  # fmt: skip
 
 
 def check(options: Mapping[str, Any], where: str, offline: bool) -> list[Problem]:
