@@ -70,10 +70,12 @@ def validate(suite: Path) -> None:
     for warning in (*loaded.warnings, *budget_warnings(loaded, host)):
         click.echo(f"warning: {warning}", err=True)
     skipped = sum(1 for c in cells if c.skip_reason)
+    searches = {c.trial["search"]: c.trial["trials"] for c in cells if c.trial is not None}
+    searched = f"; {len(searches)} search(es) with {sum(searches.values())} trials in all" if searches else ""
     click.echo(
         f"{suite}: ok — {len(loaded.models)} model(s), {len(loaded.tasks)} task(s), "
         f"{len(loaded.strategies)} strateg{'y' if len(loaded.strategies) == 1 else 'ies'}, "
-        f"{len(loaded.seeds)} seed(s): {len(cells)} cells ({skipped} skipped as unsupported)"
+        f"{len(loaded.seeds)} seed(s): {len(cells)} cells ({skipped} skipped as unsupported){searched}"
     )
 
 
@@ -112,6 +114,8 @@ def run(suite: Path, address: str | None, only: tuple[str, ...], exclude: tuple[
 
 
 DIMENSIONS = ("task", "strategy", "model")
+#: Formats of ``harness report --search``.
+SEARCH_FORMATS = ("table", "markdown", "json")
 
 
 @cli.command()
@@ -131,11 +135,14 @@ DIMENSIONS = ("task", "strategy", "model")
               help="Resamples of the paired approximate randomisation test.")
 @click.option("--plots", "plots_dir", type=click.Path(path_type=Path, file_okay=False),
               help="Also write the plots (PNG and SVG) into this directory.")
+@click.option("--search", is_flag=True,
+              help="Show each hyperparameter search's trials (validation metric per setting) instead of the tables.")
 @ONLY
 @EXCLUDE
 def report(
     results: Path, fmt: str, output: Path | None, rows: str, cols: str, metric: str | None, baseline: str | None,
     alpha: float, resamples: int, plots_dir: Path | None, only: tuple[str, ...], exclude: tuple[str, ...],
+    search: bool,
 ) -> None:
     """Compare the records in RESULTS: rows are tasks, columns strategies, one table per model (by default)."""
     from harness.api.host import PluginHost
@@ -143,6 +150,8 @@ def report(
     from harness.report.reporting import ReportOptions, build_report
     from harness.report.rows import load_rows
 
+    if search and fmt not in SEARCH_FORMATS:
+        raise HarnessError(f"--search prints the formats {', '.join(SEARCH_FORMATS)}; got --format {fmt}")
     host = PluginHost.load()
     reporter = host.reporter(fmt)
     if reporter.output == "directory" and output is None:
@@ -162,6 +171,11 @@ def report(
             raise HarnessError(f"{plots_dir}: cannot write the plots ({exc.strerror or exc})") from None
         built = replace(built, plots=tuple(written))
         click.echo(f"{len(written)} plot files written to {plots_dir}", err=True)
+    if search:
+        from harness.report.search import render_searches
+
+        _write_text(render_searches(built.searches, fmt), output)
+        return
     if reporter.output == "directory":
         assert output is not None
         try:
@@ -170,7 +184,11 @@ def report(
             raise HarnessError(f"{output}: cannot write the report ({exc.strerror or exc})") from None
         click.echo(f"{len(written)} files written to {output}", err=True)
         return
-    text = reporter.render(built)
+    _write_text(reporter.render(built), output)
+
+
+def _write_text(text: str, output: Path | None) -> None:
+    """``text`` into ``output``, or to standard output without one."""
     if output:
         try:
             output.write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")

@@ -1,19 +1,23 @@
 """Machine-readable reporters of ``harness report``: ``csv`` (tidy) and ``json``.
 
-CSV, one line per cell × figure × statistic, columns :data:`CSV_COLUMNS`:
+CSV, one line per cell × figure × statistic, columns :data:`CSV_COLUMNS` (the cells the tables aggregate: of a
+hyperparameter search, the selected setting's cells; every trial is in the JSON):
 
 - per seed (``seed`` set, ``statistic`` = ``value``): every numeric metric, then ``params.*``, ``timing.*`` and
   ``memory.*``; a cell without figures (failed, skipped) gets one line with empty ``metric`` and ``value``;
 - per (model, task, strategy) over its ok seeds (``seed`` empty, ``status`` = ``aggregate``): the quality metric and
-  each ``cost.*`` figure of :data:`harness.report.analysis.COST_FIGURES` with ``statistic`` ``mean``, ``std``, ``n``,
+  each ``cost.*`` figure of :data:`harness.report.groups.COST_FIGURES` with ``statistic`` ``mean``, ``std``, ``n``,
   ``ci_low``, ``ci_high``; and for the quality metric the tests of its table: ``delta_vs_best``, ``p_vs_best``,
   ``p_vs_best_holm``, ``delta_vs_baseline``, ``p_vs_baseline``, ``p_vs_baseline_holm`` (missing p-values are left
   out: see the JSON's ``note``).
 
-JSON: one object, ``{"schema_version", "options", "methods", "environment", "pending", "records", "groups",
-"tables"}`` (``pending``: planned cells without a record yet):
+JSON: one object, ``{"schema_version", "options", "suite", "header", "methods", "environment", "pending", "records",
+"groups", "tables", "searches"}`` (``suite``: name, description and profile from ``plan.json``; ``header``: the
+lines reports put first, e.g. that a quick profile's numbers are not to be cited; ``pending``: planned cells without
+a record yet; ``searches``: each hyperparameter search's
+settings, validation scores, selected setting and cost, :meth:`harness.report.search.Search.to_json`):
 ``records`` are the cells' records (:mod:`harness.results.records`), ``groups`` the aggregates
-(:meth:`harness.report.analysis.Group.to_json`), ``tables`` the pivots with every comparison's method, p-value and
+(:meth:`harness.report.groups.Group.to_json`), ``tables`` the pivots with every comparison's method, p-value and
 Holm-corrected p-value (:meth:`harness.report.analysis.Table.to_json`).
 """
 
@@ -75,7 +79,7 @@ class CsvReporter(Reporter):
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
         writer.writerow(CSV_COLUMNS)
-        for row in report.rows:
+        for row in report.table_rows:  # the cells the aggregates cover (a search's selected setting, not its trials)
             head = [row["model"], row["task"], row["strategy"], row["seed"], row["status"]]
             figures = _figures(row)
             for metric, value in figures:
@@ -111,11 +115,14 @@ class JsonReporter(Reporter):
         data = {
             "schema_version": REPORT_SCHEMA_VERSION,
             "options": asdict(report.options),
+            "suite": dict(report.suite),
+            "header": report.header,
             "methods": report.methods,
             "environment": dict(report.environment),
             "pending": report.pending,
             "records": [dict(row) for row in report.rows],
             "groups": [group.to_json() for group in report.groups],
             "tables": [table.to_json() for table in report.tables],
+            "searches": [search.to_json() for search in report.searches],
         }
         return json.dumps(data, indent=2, default=str)

@@ -225,6 +225,7 @@ class HtmlReporter(Reporter):
             "<!doctype html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
             '<meta name="viewport" content="width=device-width, initial-scale=1">', f"<title>{_esc(title)}</title>",
             f"<style>{_STYLE}</style>", "</head>", "<body>", "<header>", f"<h1>{_esc(title)}</h1>",
+            *(f'<p class="profile">{_esc(line)}</p>' for line in report.header),
             *([f'<p class="pending">{_esc(pending)}</p>'] if pending else []), "</header>",
             "<nav>", "<ul>", *(f'<li><a href="#{a}">{_esc(text)}</a></li>' for a, text, lines in sections if lines),
             "</ul>", "</nav>", "<main>", *(line for _, _, lines in sections for line in lines), "</main>",

@@ -168,7 +168,7 @@ def _float(caption: str, label: str, tabular: list[str], notes: list[str]) -> li
 
 def _caption(report: Report, table: Table, usual: int | None) -> str:
     short = [_short(sentence) for sentence in report.methods]
-    caption = [f"{table_title(table)}: {quality_words(report)}."]
+    caption = [*report.header, f"{table_title(table)}: {quality_words(report)}."]
     if short:
         caption.append(short[0] + (f"; n = {usual} unless given." if usual is not None else "."))
     caption.append(f"Bold: best of its {best_of(table)}.")

@@ -138,7 +138,7 @@ class TableReporter(Reporter):
 
     def render(self, report: Report) -> str:
         notes = Footnotes()
-        out: list[str] = []
+        out: list[str] = [*(textwrap.fill(line, WIDTH) for line in report.header), *([""] if report.header else [])]
         for table in report.tables:
             if not table.shown:  # every cell of the page skipped: the note alone
                 out += [*(textwrap.fill(line, WIDTH) for line in omitted_notes(table, notes)), ""]
@@ -186,7 +186,7 @@ class MarkdownReporter(Reporter):
 
     def render(self, report: Report) -> str:
         notes = Footnotes()
-        out = ["# Results", ""]
+        out = ["# Results", "", *(f"> {_md(line)}\n" for line in report.header)]
         for table in report.tables:
             if not table.shown:  # every cell of the page skipped: the note alone
                 out += [f"## {_md(table_title(table))}", "", *(_md(line) for line in omitted_notes(table, notes)), ""]

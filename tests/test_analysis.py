@@ -25,8 +25,8 @@ from harness.api.hookspecs import hookimpl
 from harness.cli import cli
 from harness.errors import HarnessError
 from harness.report import stats
-from harness.report.analysis import group_rows
 from harness.report.figures import plot_points, step_times
+from harness.report.groups import group_rows
 from harness.report.reporting import Report, ReportOptions, build_report, environment_summary
 from harness.report.rows import load_rows
 from harness.results.records import Memory, Params, Record, Timing
@@ -584,7 +584,8 @@ def test_json_report_is_plain_json_with_numbers(results):
 
 
 def test_a_nan_metric_is_no_value_and_never_the_best():
-    from harness.report.analysis import build_tables, group_rows, rows_by_group
+    from harness.report.analysis import build_tables, rows_by_group
+    from harness.report.groups import group_rows
 
     rows = [
         {"key": f"{s}{seed}", "model": "m", "task": "t", "strategy": s, "seed": seed, "status": "ok",

@@ -39,6 +39,7 @@ import pytest
 from harness.api.budget import BUDGET_OPTIONS, Budget
 from harness.api.options import Option
 from harness.planning import suite as suite_module
+from harness.planning.search import SETTINGS as SEARCH_SETTINGS
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
@@ -193,6 +194,7 @@ def code_sections() -> dict[str, dict[str, Option | None]]:
         "suite": {o.name: o for o in suite_module.SUITE_OPTIONS},
         "budget": {o.name: o for o in BUDGET_OPTIONS},
         "exclude": dict.fromkeys(suite_module.EXCLUDE_KEYS),
+        "search": dict.fromkeys(SEARCH_SETTINGS),
     }
     sections.update({section: dict.fromkeys(keys) for section, keys in DECLARATION_KEYS.items()})
     for kind, prefix in KIND_PREFIX.items():
@@ -261,13 +263,13 @@ def test_declaration_keys_are_what_load_suite_accepts(tmp_path, toy_host):
 # -- (b) the record schema ----------------------------------------------------------------------------------------
 def record_sections() -> dict[str, dict[str, str]]:
     """Section -> field -> the dataclass annotation (``""`` where the docs give no checked type)."""
-    from harness.results.records import Compute, Evaluation, Memory, Params, Record, Timing, Training
+    from harness.results.records import Compute, Evaluation, Memory, Params, Record, Runtime, Timing, Training
 
     sections = {
         name: {f.name: str(f.type) for f in dataclasses.fields(cls)}
         for name, cls in (
             ("record", Record), ("params", Params), ("timing", Timing), ("memory", Memory), ("training", Training),
-            ("evaluation", Evaluation), ("compute", Compute),
+            ("evaluation", Evaluation), ("compute", Compute), ("runtime", Runtime),
         )
     }
     for name, keys in other_record_keys().items():
@@ -291,10 +293,12 @@ def other_record_keys() -> dict[str, list[str]]:
     cell = Cell(
         suite="s", task="t", task_type="t", task_options={}, strategy="s", strategy_type="s", strategy_options={},
         model="m", model_source="tiny", model_options={}, model_family="encoder", seed=0, budget=Budget(),
+        trial={"search": "m/t/s", "index": 0, "trials": 1, "sampler": "grid", "metric": None, "values": {}},
     )
-    config = cell.config()
-    flat = [k for k, v in config.items() if not isinstance(v, dict) or k == "budget"]
-    flat += [f"{k}.{sub}" for k, v in config.items() if isinstance(v, dict) and k != "budget" for sub in v]
+    config = cell.config()  # with the `trial` of a search's cells, documented as one field like `budget`
+    whole = ("budget", "trial")
+    flat = [k for k, v in config.items() if not isinstance(v, dict) or k in whole]
+    flat += [f"{k}.{sub}" for k, v in config.items() if isinstance(v, dict) and k not in whole for sub in v]
     with tempfile.TemporaryDirectory() as tmp:
         store = ResultStore(Path(tmp))
         store.write_plan([cell], "suite.toml", "0" * 64)

@@ -15,7 +15,7 @@ from harness_plugins.reporters import CsvReporter, JsonReporter, MarkdownReporte
 from harness.api.budget import Budget
 from harness.api.cells import Cell
 from harness.cli import cli
-from harness.report.analysis import group_rows
+from harness.report.groups import group_rows
 from harness.report.reporting import Report, ReportOptions, build_report
 from harness.report.rows import load_rows, pending_count
 from harness.report.tables import cost_table, format_mean_std, format_value
@@ -515,7 +515,8 @@ def test_harness_register_reporters_registers_the_built_in_formats(monkeypatch):
 
 
 def test_cost_table_adds_mfu_and_energy_only_when_measured():
-    from harness.report.analysis import build_tables, group_rows, rows_by_group
+    from harness.report.analysis import build_tables, rows_by_group
+    from harness.report.groups import group_rows
     from harness.report.tables import cost_table
 
     def row(strategy, compute):

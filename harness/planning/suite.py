@@ -28,11 +28,16 @@ from harness.api.host import PluginHost
 from harness.api.options import Option, check_options, did_you_mean
 from harness.api.paths import offline
 from harness.errors import HarnessError, Problem, ValidationError
+from harness.planning.search import SearchSpec, check_search
 
 TOP_LEVEL = ("suite", "budget", "models", "tasks", "strategies", "exclude")
 SUITE_OPTIONS: tuple[Option, ...] = (
     Option("name", "str", None, "suite name; records go to results/<name>/ (default: the file's stem)"),
     Option("description", "str", "", "free text"),
+    Option(
+        "profile", "str", None,
+        "names a reduced run of a study (\"quick\": fewer examples, steps and seeds); reports say so in their header",
+    ),
     Option("seeds", "list[int]", [0], "seeds; every cell runs once per seed"),
     Option("executor", "str", "local", "executor plugin that runs the cells (--executor overrides)"),
     Option("trust_remote_code", "bool", False, "allow models to run code from their repository (off unless set)"),
@@ -42,12 +47,15 @@ SUITE_OPTIONS: tuple[Option, ...] = (
     ),
 )
 EXCLUDE_KEYS = ("task", "strategy", "model", "seed")
+#: The key of a declaration's hyperparameter search table (:mod:`harness.planning.search`).
+SEARCH_KEY = "search"
 #: Keys every ``[models.NAME]``, ``[tasks.NAME]`` and ``[strategies.NAME]`` table takes besides its plugin's options:
-#: the plugin key first (``source`` names a model source, ``type`` a task or strategy), then ``budget``.
-DECLARATION_KEYS: dict[str, tuple[str, str]] = {
-    "models": ("source", "budget"),
-    "tasks": ("type", "budget"),
-    "strategies": ("type", "budget"),
+#: the plugin key first (``source`` names a model source, ``type`` a task or strategy), then ``budget`` and
+#: :data:`SEARCH_KEY`.
+DECLARATION_KEYS: dict[str, tuple[str, str, str]] = {
+    "models": ("source", "budget", SEARCH_KEY),
+    "tasks": ("type", "budget", SEARCH_KEY),
+    "strategies": ("type", "budget", SEARCH_KEY),
 }
 
 
@@ -62,6 +70,8 @@ class Declared:
     where: str
     #: False when its options had problems (then nothing derived from them is computed).
     valid: bool = True
+    #: Its ``search`` table (:mod:`harness.planning.search`), when it has one.
+    search: SearchSpec | None = None
 
 
 @dataclass(frozen=True)
@@ -82,6 +92,8 @@ class Suite:
     sha256: str
     families: Mapping[str, str] = field(default_factory=dict)
     max_cells_per_gpu: int = 1
+    #: ``[suite] profile``: a reduced run of a study (``quick``), which reports name in their header.
+    profile: str | None = None
     #: What components warned about while checking (:meth:`CheckContext.warn`), each placed in the file.
     warnings: tuple[str, ...] = ()
 
@@ -249,6 +261,7 @@ def load_suite(path: str | Path, host: PluginHost) -> Suite:
         sha256=hashlib.sha256(raw).hexdigest(),
         families=families,
         max_cells_per_gpu=suite_opts["max_cells_per_gpu"],
+        profile=suite_opts["profile"],
     )
 
 
@@ -286,7 +299,7 @@ def _declare(
     problems: list[Problem],
     default_plugin: str | None = None,
 ) -> list[Declared]:
-    plugin_key, budget_key = DECLARATION_KEYS[section]
+    plugin_key, budget_key, _ = DECLARATION_KEYS[section]
     value = data.get(section, {})
     if not isinstance(value, Mapping):
         problems.append(Problem(section, f"expected tables [{section}.NAME], got {type(value).__name__}"))
@@ -311,7 +324,8 @@ def _declare(
             declared.append(Declared(name, plugin, {}, {}, where, valid=False))
             continue
         component = host.get(kind, plugin)
-        options, option_problems = check_options(component.options, body, where, ctx.base_dir, ignore=(plugin_key, budget_key),
+        options, option_problems = check_options(component.options, body, where, ctx.base_dir,
+                                                 ignore=(plugin_key, budget_key, SEARCH_KEY),
                                                  budget_keys=[o.name for o in BUDGET_OPTIONS])  # fmt: skip
         problems += option_problems
         check_problems = component.check(options, where, ctx) if not option_problems else []
@@ -322,5 +336,10 @@ def _declare(
             overrides = {}
         budget, found = _check_budget(overrides, f"{where}.{budget_key}", ctx, defaults=False)
         problems += found
-        declared.append(Declared(name, plugin, options, budget, where, valid=not (option_problems or check_problems)))
+        search = None
+        if SEARCH_KEY in body and not (option_problems or check_problems):
+            search, found = check_search(body[SEARCH_KEY], f"{where}.{SEARCH_KEY}", section, component, options, ctx, name)
+            problems += found
+        declared.append(Declared(name, plugin, options, budget, where, valid=not (option_problems or check_problems),
+                                 search=search))  # fmt: skip
     return declared

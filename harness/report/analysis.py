@@ -1,9 +1,9 @@
 """What ``harness report`` computes from the rows of a results directory: seeds aggregated, pivots, significance.
 
-Aggregation (:class:`Group`): per (model, task, strategy), over the seeds whose cell ended ``ok`` — mean, sample
-standard deviation, n and a 95 % confidence interval (:data:`harness.report.stats.CI_METHOD`) of the quality metric and of
-each cost figure of :data:`COST_FIGURES`. Failed and skipped seeds are kept with their errors and reasons, never
-averaged in.
+Aggregation (:class:`harness.report.groups.Group`): per (model, task, strategy), over the seeds whose cell ended
+``ok`` — mean, sample standard deviation, n and a 95 % confidence interval (:data:`harness.report.stats.CI_METHOD`)
+of the quality metric and of each cost figure of :data:`harness.report.groups.COST_FIGURES`. Failed and skipped
+seeds are kept with their errors and reasons, never averaged in.
 
 Pivots (:class:`Table`): the three dimensions task, strategy and model; ``rows`` and ``cols`` name two of them and
 the third pages (one table per value). The default is rows = tasks, columns = strategies, one table per model. The
@@ -23,7 +23,6 @@ Every metric is taken to be better when higher (all built-in task metrics are).
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -32,118 +31,10 @@ from typing import TYPE_CHECKING, Any
 from harness.api.itemstats import pool
 from harness.errors import HarnessError
 from harness.report import stats
+from harness.report.groups import DIMENSIONS, Group, Key, Row
 
 if TYPE_CHECKING:  # pragma: no cover
     from harness.api.components import Task
-
-Row = Mapping[str, Any]
-Key = tuple[str, str, str]  # (model, task, strategy)
-DIMENSIONS = ("task", "strategy", "model")
-MIB = 2**20
-
-
-def number(value: Any) -> float | None:
-    """A finite number as a float; ``None`` for anything else (booleans, text, NaN and infinities: a diverged run's
-    NaN metric is no value to average or rank)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        return None
-    return float(value)
-
-
-def _peak_memory_mib(row: Row, kind: str) -> float | None:
-    memory = row.get("memory") or {}
-    value = number(memory.get("gpu_peak_allocated_bytes" if kind == "GPU" else "peak_rss_bytes"))
-    return None if value is None else value / MIB
-
-
-#: Cost figures aggregated per group: name -> (label, getter(row, memory_kind)).
-COST_FIGURES: dict[str, tuple[str, Callable[[Row, str], float | None]]] = {
-    "trainable": ("trainable parameters", lambda r, _: number((r.get("params") or {}).get("trainable"))),
-    "trainable_pct": ("trainable %", lambda r, _: number((r.get("params") or {}).get("trainable_pct"))),
-    "stored_bytes": ("stored bytes", lambda r, _: number((r.get("params") or {}).get("stored_bytes"))),
-    "peak_memory_mib": ("peak memory MiB", _peak_memory_mib),
-    "train_s": ("train s", lambda r, _: number((r.get("timing") or {}).get("train_s"))),
-    "train_samples_per_s": ("train samples/s", lambda r, _: number((r.get("timing") or {}).get("train_samples_per_s"))),
-    "eval_samples_per_s": ("eval samples/s", lambda r, _: number((r.get("timing") or {}).get("eval_samples_per_s"))),
-    "total_s": ("cell total s", lambda r, _: number((r.get("timing") or {}).get("total_s"))),
-    "train_flops": ("training FLOPs", lambda r, _: number((r.get("compute") or {}).get("train_flops"))),
-    "mfu": ("MFU", lambda r, _: number((r.get("compute") or {}).get("mfu"))),
-    "energy_j": ("GPU energy J", lambda r, _: number((r.get("compute") or {}).get("energy_j"))),
-}
-
-
-@dataclass(frozen=True)
-class Group:
-    """One (model, task, strategy) over its seeds.
-
-    :param values: seed -> metric value, for the ``ok`` seeds that reported the metric.
-    :param failed: seed -> error of failed seeds; ``skipped``: seed -> reason.
-    :param memory_kind: ``GPU`` when every ok seed has a GPU peak (``peak_memory_mib`` is then torch's peak allocated
-        memory), else ``RSS`` (peak resident set size of the cell process).
-    """
-
-    model: str
-    task: str
-    strategy: str
-    metric: str | None
-    quality: stats.Describe | None
-    values: Mapping[int, float] = field(default_factory=dict)
-    failed: Mapping[int, str] = field(default_factory=dict)
-    skipped: Mapping[int, str] = field(default_factory=dict)
-    cost: Mapping[str, stats.Describe] = field(default_factory=dict)
-    memory_kind: str | None = None
-    pending: int = 0
-
-    @property
-    def key(self) -> Key:
-        return (self.model, self.task, self.strategy)
-
-    def value(self, dimension: str) -> str:
-        return {"task": self.task, "strategy": self.strategy, "model": self.model}[dimension]
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "model": self.model, "task": self.task, "strategy": self.strategy, "metric": self.metric,
-            "quality": self.quality.to_json() if self.quality else None,
-            "seeds": {str(k): v for k, v in sorted(self.values.items())},
-            "failed": {str(k): v for k, v in sorted(self.failed.items())},
-            "skipped": {str(k): v for k, v in sorted(self.skipped.items())},
-            "cost": {name: d.to_json() for name, d in self.cost.items()},
-            "memory_kind": self.memory_kind,
-        }
-
-
-def group_rows(rows: Sequence[Row], metric: str | None = None) -> list[Group]:
-    """Groups per (model, task, strategy), in the order each first appears in ``rows``; ``metric`` replaces every
-    task's primary metric."""
-    members: dict[Key, list[Row]] = {}
-    for row in rows:
-        members.setdefault((str(row["model"]), str(row["task"]), str(row["strategy"])), []).append(row)
-    return [_group(key, group, metric) for key, group in members.items()]
-
-
-def _group(key: Key, rows: list[Row], chosen: str | None) -> Group:
-    ok = [r for r in rows if r["status"] == "ok"]
-    metric = chosen or next((r["primary_metric"] for r in ok + rows if r.get("primary_metric")), None)
-    values: dict[int, float] = {}
-    for row in ok:
-        value = number((row.get("metrics") or {}).get(metric)) if metric else None
-        if value is not None:
-            values[int(row["seed"])] = value
-    memory_kind = "GPU" if ok and all(_peak_memory_mib(r, "GPU") is not None for r in ok) else "RSS"
-    cost = {}
-    for name, (_, get) in COST_FIGURES.items():
-        described = stats.describe([v for v in (get(r, memory_kind) for r in ok) if v is not None])
-        if described is not None:
-            cost[name] = described
-    return Group(
-        model=key[0], task=key[1], strategy=key[2], metric=metric,
-        quality=stats.describe([values[s] for s in sorted(values)]), values=dict(sorted(values.items())),
-        failed={int(r["seed"]): str(r.get("error") or "no error recorded") for r in rows if r["status"] == "failed"},
-        skipped={int(r["seed"]): str(r.get("error") or "no reason recorded") for r in rows if r["status"] == "skipped"},
-        cost=cost, memory_kind=memory_kind if "peak_memory_mib" in cost else None,
-    )
-
 
 # -- per-item statistics -----------------------------------------------------------------------------------------
 

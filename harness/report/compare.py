@@ -22,8 +22,10 @@ from typing import TYPE_CHECKING, Any
 
 from harness.errors import HarnessError
 from harness.report import stats
-from harness.report.analysis import Group, ItemSource, Key, Row, compare_groups, group_rows, rows_by_group
+from harness.report.analysis import ItemSource, compare_groups, rows_by_group
+from harness.report.groups import Group, Key, Row, group_rows
 from harness.report.reporting import environment_summary
+from harness.report.search import annotate, select
 from harness.report.tables import format_delta, format_mean_std, format_value
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -104,13 +106,15 @@ def compare(
     seed: int = 0,
 ) -> list[Pair]:
     """The pairs of two result sets, in A's order then B's cells that A lacks, tested and Holm-corrected."""
-    groups_a = {g.key: g for g in group_rows(rows_a, metric)}
-    groups_b = {g.key: g for g in group_rows(rows_b, metric)}
-    by_a, by_b = rows_by_group(rows_a), rows_by_group(rows_b)
+    dirs_a: Mapping[str, Path] = getattr(rows_a, "dirs", {})
+    dirs_b: Mapping[str, Path] = getattr(rows_b, "dirs", {})
+    shown_a, searches_a = select(rows_a)  # a search is compared by its selected setting (harness.report.search)
+    shown_b, searches_b = select(rows_b)
+    groups_a = {g.key: g for g in annotate(group_rows(shown_a, metric), searches_a)}
+    groups_b = {g.key: g for g in annotate(group_rows(shown_b, metric), searches_b)}
+    by_a, by_b = rows_by_group(shown_a), rows_by_group(shown_b)
     items_a = items_b = None
     if task_lookup is not None:
-        dirs_a: Mapping[str, Path] = getattr(rows_a, "dirs", {})
-        dirs_b: Mapping[str, Path] = getattr(rows_b, "dirs", {})
         items_a = ItemSource(task_lookup, lambda row: dirs_a.get(str(row.get("key"))))
         items_b = ItemSource(task_lookup, lambda row: dirs_b.get(str(row.get("key"))))
     pairs = []

@@ -37,7 +37,7 @@ def step_times(report: Report) -> dict[tuple[str, str, str], list[float]]:
     """(task, model, strategy) -> the measured seconds per training step of its ok cells (all seeds pooled), the
     warm-up steps the cell excluded from its statistics left out here too (steps.json ``warmup_steps_excluded``)."""
     out: dict[tuple[str, str, str], list[float]] = {}
-    for row in report.rows:
+    for row in report.table_rows:  # a search's selected setting, not every trial
         directory = report.cell_dir(row)
         if row["status"] != "ok" or directory is None:
             continue
@@ -53,5 +53,8 @@ def step_times(report: Report) -> dict[tuple[str, str, str], list[float]]:
 
 def write_report_plots(report: Report, directory: Path, formats: Sequence[str] = ("png", "svg")) -> list[Path]:
     """Write every plot of ``report`` into ``directory``; the written files."""
+    from harness.report.searchplots import write_search_plots
+
     directory.mkdir(parents=True, exist_ok=True)
-    return write_plots(plot_points(report), directory, step_times=step_times(report), formats=formats)
+    written = write_plots(plot_points(report), directory, step_times=step_times(report), formats=formats)
+    return sorted(written + write_search_plots(report.searches, directory, formats))

@@ -5,21 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from harness.errors import HarnessError
+from harness.report import search as searching
 from harness.report import stats
-from harness.report.analysis import (
-    DIMENSIONS,
-    Group,
-    ItemSource,
-    Row,
-    Table,
-    build_tables,
-    group_rows,
-    number,
-    rows_by_group,
-)
+from harness.report.analysis import ItemSource, Table, build_tables, rows_by_group
+from harness.report.groups import DIMENSIONS, Group, Row, group_rows, number
 
 if TYPE_CHECKING:  # pragma: no cover
     from harness.api.components import Task
@@ -71,10 +63,28 @@ class Report:
     pending: int = 0
     plots: tuple[Path, ...] = ()
     cell_dirs: Mapping[str, Path] = field(default_factory=dict)
+    #: The suite as ``plan.json`` describes it: ``name``, ``description``, ``profile`` (empty without a plan).
+    suite: Mapping[str, Any] = field(default_factory=dict)
+    #: The rows the tables aggregate: ``rows`` less the trials of each search that were not selected.
+    table_rows: tuple[Row, ...] = ()
+    #: The hyperparameter searches (:mod:`harness.report.search`); the tables show each one's selected setting.
+    searches: tuple[searching.Search, ...] = ()
 
     def cell_dir(self, row: Row) -> Path | None:
         """The folder of ``row``'s cell (its log, predictions and steps.json), ``None`` when unknown."""
         return self.cell_dirs.get(str(row.get("key")))
+
+    @property
+    def header(self) -> list[str]:
+        """Lines every reporter puts first: for a suite with a ``profile`` (``quick``), that the numbers come from a
+        reduced run, with the suite's description."""
+        profile = self.suite.get("profile")
+        if not profile:
+            return []
+        description = self.suite.get("description") or ""
+        return [f"Profile {profile!r} of suite {self.suite.get('name')}: a reduced run (fewer examples, steps and "
+                f"seeds than the study it stands for); check the setup with it, do not cite its numbers"
+                + (f" ({description})." if description else ".")]  # fmt: skip
 
     @property
     def failures(self) -> list[Row]:
@@ -83,6 +93,10 @@ class Report:
     @property
     def methods(self) -> list[str]:
         """The sentences that say how the numbers were computed (for footers and captions)."""
+        searched = [
+            "Searched strategies show the test results of the setting selected on validation data "
+            f"({searching.TIE_RULE}); their cost counts the training time of every trial."
+        ] if self.searches else []
         return [
             f"Mean ± sample standard deviation over the ok seeds (n); confidence intervals: {stats.CI_METHOD}.",
             "† not significantly worse than the best of its "
@@ -90,6 +104,7 @@ class Report:
             f"{self.options.alpha:g}): {stats.RANDOMIZATION_METHOD.format(resamples=self.options.resamples)} over "
             "(seed, test item) pairs where per-item scores exist, else Welch's t-test over seeds; Holm correction "
             "across the comparisons of a table.",
+            *searched,
         ]
 
 
@@ -113,7 +128,8 @@ def build_report(
         if options.metric not in known:
             raise HarnessError(f"--metric {options.metric}: no record has it; metrics in these records: "
                                f"{', '.join(known) or 'none'}")
-    groups = group_rows(rows, options.metric)
+    shown, searches = searching.select(rows)
+    groups = searching.annotate(group_rows(shown, options.metric), searches)
     axis_dim = options.rows if options.cols == "task" else options.cols
     baseline = options.baseline
     if baseline is not None and not any(g.value(axis_dim) == baseline for g in groups):
@@ -125,11 +141,12 @@ def build_report(
     if task_lookup is not None:
         items = ItemSource(task_lookup, lambda row: cell_dirs.get(str(row.get("key"))))
     tables = build_tables(
-        groups, rows_by_group(rows), rows_dim=options.rows, cols_dim=options.cols, baseline=baseline, items=items,
+        groups, rows_by_group(shown), rows_dim=options.rows, cols_dim=options.cols, baseline=baseline, items=items,
         alpha=options.alpha, resamples=options.resamples, seed=options.seed,
     )
     return Report(
         results_dir=results_dir, rows=rows, options=options, groups=tuple(groups), tables=tuple(tables),
         environment=tuple(environment_summary(rows)), pending=int(getattr(rows, "pending", 0)), plots=tuple(plots),
-        cell_dirs=dict(cell_dirs),
+        cell_dirs=dict(cell_dirs), searches=tuple(searches), table_rows=tuple(shown),
+        suite=dict(getattr(rows, "suite", {}) or {}),
     )

@@ -37,6 +37,8 @@ class Rows(list[dict[str, Any]]):
         self.pending = pending
         self.dirs: dict[str, Path] = dict(dirs or {})
         self.warnings: list[str] = list(warnings)
+        #: From ``plan.json``: the suite's name, description and profile (``[suite] profile``), when known.
+        self.suite: dict[str, Any] = {}
 
 
 def pending_count(rows: Sequence[Row]) -> int:
@@ -65,7 +67,7 @@ def load_rows(results_dir: Path, keep: Keep | None = None) -> Rows:
     record counts only when its key matches the plan (records of an older configuration are ignored); a planned
     skipped cell without a record becomes a ``skipped`` row carrying its reason; other planned cells without a
     record are counted in :attr:`Rows.pending`. Without a plan, every record is reported, the newest
-    (``finished_at``) per task, strategy, model and seed. A record file that cannot be read (truncated, not a
+    (``finished_at``) per task, strategy, model, seed and search trial. A record file that cannot be read (truncated, not a
     record) counts as missing, with a line in :attr:`Rows.warnings` naming it and why.
 
     :raises HarnessError: the directory does not exist, holds no readable records (the message lists the unreadable
@@ -85,7 +87,7 @@ def load_rows(results_dir: Path, keep: Keep | None = None) -> Rows:
 
 
 def _newest_records(root: Path, keep: Keep | None) -> Rows:
-    newest: dict[tuple[str, str, str, int], tuple[Record, Path]] = {}
+    newest: dict[tuple[str, str, str, int, str], tuple[Record, Path]] = {}
     warnings: list[str] = []
     for path in sorted((root / "cells").glob(f"*/{RECORD}")):
         try:
@@ -97,9 +99,11 @@ def _newest_records(root: Path, keep: Keep | None) -> Rows:
             continue
         except OSError:
             continue
-        identity = (record.task, record.strategy, record.model, record.seed)
-        if keep is not None and not keep(*identity):
+        if keep is not None and not keep(record.task, record.strategy, record.model, record.seed):
             continue
+        trial = (record.config or {}).get("trial") or {}  # each trial of a search is a cell of its own
+        identity = (record.task, record.strategy, record.model, record.seed,
+                    json.dumps(trial.get("values"), sort_keys=True, default=str))  # fmt: skip
         kept = newest.get(identity)
         if kept is None or (record.finished_at or "") > (kept[0].finished_at or ""):
             newest[identity] = (record, path.parent)
@@ -111,10 +115,12 @@ def _newest_records(root: Path, keep: Keep | None) -> Rows:
 def _rows_from_plan(root: Path, keep: Keep | None) -> Rows:
     path = root / PLAN
     try:
-        planned = [(str(e["key"]), str(e["dir"]), Cell.from_json(e)) for e in json.loads(path.read_text("utf-8"))["cells"]]
+        data = json.loads(path.read_text("utf-8"))
+        planned = [(str(e["key"]), str(e["dir"]), Cell.from_json(e)) for e in data["cells"]]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise HarnessError(f"{path}: not a plan written by `harness run` ({type(exc).__name__}: {exc})") from None
     rows = Rows()
+    rows.suite = {"name": data.get("suite"), "description": data.get("description") or "", "profile": data.get("profile")}
     for key, dirname, cell in planned:
         if keep is not None and not keep(cell.task, cell.strategy, cell.model, cell.seed):
             continue

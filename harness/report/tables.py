@@ -13,8 +13,11 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from harness.api.cells import format_value as format_setting
+
 if TYPE_CHECKING:  # pragma: no cover
     from harness.report.analysis import Table
+    from harness.report.groups import Group
 
 #: Footer explaining the memory labels of the cost tables.
 MEMORY_LEGEND = (
@@ -127,10 +130,23 @@ def cell_text(table: Table, cell: tuple[str, str], notes: Footnotes) -> CellText
         reference = quality.mean - comparison.delta
         delta = format_delta(comparison.delta, max(abs(quality.mean), abs(reference)))
     value = format_mean_std(quality.mean, quality.std) if quality.n > 1 else format_value(quality.mean)
+    extra = (f"+{len(group.failed)} failed {failed}",) if group.failed else ()
+    if group.search is not None:
+        extra += (search_note(group, notes),)
     return CellText(
-        value=value, n=quality.n, delta=delta, best=cell in table.best,
-        not_worse=table.not_worse(cell), notes=(f"+{len(group.failed)} failed {failed}",) if group.failed else (),
+        value=value, n=quality.n, delta=delta, best=cell in table.best, not_worse=table.not_worse(cell), notes=extra,
     )
+
+
+def search_note(group: Group, notes: Footnotes) -> str:
+    """``4 trials [2]``: the trial count of a searched group, its footnote naming the selected setting."""
+    search = group.search
+    assert search is not None
+    chosen = ", ".join(f"{k} = {format_setting(v)}" for k, v in search.values.items()) or "none scored"
+    of = f"{search.trials} of {search.planned}" if search.trials < search.planned else f"{search.trials}"
+    mark = notes.mark(f"{group.strategy} on {group.task} ({group.model}): selected on validation "
+                      f"{search.metric or 'metric'} from {of} trials: {chosen}")  # fmt: skip
+    return f"{search.trials} trial{'s' if search.trials != 1 else ''} {mark}"
 
 
 def table_cells(table: Table, notes: Footnotes) -> tuple[list[str], list[tuple[str, list[CellText]]]]:
@@ -180,6 +196,11 @@ def cost_table(table: Table) -> tuple[list[str], list[list[str]]]:
     # GPU runs: model FLOPs utilisation and energy, when any cell of the table measured them
     extra = [name for name in ("mfu", "energy_j") if any(name in g.cost for g in table.cells.values())]
     headers += [{"mfu": "MFU %", "energy_j": "energy J"}[name] for name in extra]
+    # searched strategies: their trials and the training time of all of them (what the search cost)
+    searched = [g.search for g in table.cells.values() if g.search is not None]
+    search_gpu = any(s.gpu_hours is not None for s in searched)
+    if searched:
+        headers += ["trials", "search train s", *(["search GPU h"] if search_gpu else [])]
     body = []
     for r in table.row_values:
         for c in table.col_values:
@@ -211,5 +232,11 @@ def cost_table(table: Table) -> tuple[list[str], list[list[str]]]:
                 "-" if name not in cost else f"{cost[name].mean * 100:.3g}" if name == "mfu" else format_number(cost[name].mean)
                 for name in extra
             ]
-            body.append([r, c, f"{ok}/{total}", trainable, stored, memory, train, throughput, *gpu])
+            line = [r, c, f"{ok}/{total}", trainable, stored, memory, train, throughput, *gpu]
+            if searched:
+                search = group.search
+                line += ["-", "-"] if search is None else [str(search.trials), format_number(search.train_s)]
+                if search_gpu:
+                    line.append("-" if search is None or search.gpu_hours is None else f"{search.gpu_hours:.3g}")
+            body.append(line)
     return headers, body

@@ -19,7 +19,7 @@ import click
 
 from harness.api.cells import Cell
 from harness.api.host import PluginHost
-from harness.planning.plan import budget_warnings, plan
+from harness.planning.plan import budget_warnings, has_adaptive_search, plan
 from harness.planning.select import Selection
 from harness.planning.suite import load_suite
 from harness.results.records import cell_record, write_json_atomic
@@ -172,69 +172,85 @@ def run_suite(
     """
     started_wall, started = time.time(), time.monotonic()
     run: SuiteRun | None = None
+    rounds: list[SuiteRun] = []
     written: tuple[dict[str, Any], Path] | None = None
     try:
         host = host or PluginHost.load()
         for problem in host.problems:
             echo(f"warning: {problem}", err=True)
         suite = load_suite(suite_path, host)
-        cells = plan(suite, host)
+        store = ResultStore(options.output or Path("results") / suite.name)
+        cells = plan(suite, host, store)
         for warning in (*suite.warnings, *budget_warnings(suite, host)):
             echo(f"warning: {warning}", err=True)
-        store = ResultStore(options.output or Path("results") / suite.name)
         executor = host.executor(options.executor or suite.executor)
         devices = discover_devices(options.devices)
         if not options.dry_run:
             store.ensure_writable()
-        selected = options.selection.cells(cells, str(suite.path))
-        for warning in _set_aside_unreadable(store, selected, options.dry_run):
-            echo(f"warning: {warning}", err=True)
-        skipped = [c for c in selected if c.skip_reason]
-        runnable = [c for c in selected if not c.skip_reason]
-        to_run = runnable if options.rerun else [c for c in runnable if not store.is_done(c)]
-        running_keys = {c.key for c in to_run}
-        done = [c for c in runnable if c.key not in running_keys]
-        chosen = f", {len(selected)} selected ({options.selection.text})" if options.selection else ""
-        head = (
-            f"suite {suite.name}: {len(cells)} cells{chosen}: {len(to_run)} to run, {len(done)} already done, "
-            f"{len(skipped)} skipped; {_devices_text(devices, options.jobs, suite.max_cells_per_gpu)} via "
-            f"{executor.name}; records in {store.root}"
-        )
-        if options.dry_run:
-            echo(f"dry run: {head}")
-            _print_plan(echo, to_run, done, skipped, store)
-            return 0
-        store.write_plan(cells, str(suite.path), suite.sha256)
-        _settle_skipped(store, skipped, suite.sha256)
-        echo(head)
-        gpus = any(d.kind == "cuda" for d in devices)
-        demands = estimate_demands(to_run, host, store.records(), memory=gpus) if to_run else {}
-        run = SuiteRun(
-            cells=to_run,
-            store=store,
-            devices=devices,
-            suite_path=suite.path,
-            suite_sha256=suite.sha256,
-            jobs=options.jobs,
-            timeout_s=options.timeout_s,
-            save_artifacts=options.save_artifacts,
-            rerun=options.rerun,
-            worker_argv=worker_argv,
-            progress=Progress(len(to_run)),
-            started_wall=started_wall,
-            max_cells_per_gpu=suite.max_cells_per_gpu,
-            demands=demands,
-        )
-        if to_run:
-            run.clock_start = time.monotonic()
-            with _sigterm_as_interrupt():
-                try:
-                    executor.execute(run)
-                finally:
-                    run.progress.close()
-                    written = _write_makespan(run)
+        adaptive = has_adaptive_search(suite)
+        ran: set[str] = set()  # keys run by this invocation (rounds of an Optuna search never run a cell twice)
+        done_before: int | None = None
+        while True:
+            selected = options.selection.cells(cells, str(suite.path))
+            for warning in _set_aside_unreadable(store, selected, options.dry_run):
+                echo(f"warning: {warning}", err=True)
+            skipped = [c for c in selected if c.skip_reason]
+            runnable = [c for c in selected if not c.skip_reason]
+            to_run = [c for c in runnable if c.key not in ran and (options.rerun or not store.is_done(c))]
+            running_keys = {c.key for c in to_run}
+            done = [c for c in runnable if c.key not in running_keys and c.key not in ran]
+            done_before = len(done) if done_before is None else done_before
+            chosen = f", {len(selected)} selected ({options.selection.text})" if options.selection else ""
+            head = (
+                f"suite {suite.name}: {len(cells)} cells{chosen}: {len(to_run)} to run, {len(done)} already done, "
+                f"{len(skipped)} skipped; {_devices_text(devices, options.jobs, suite.max_cells_per_gpu)} via "
+                f"{executor.name}; records in {store.root}"
+            )
+            if options.dry_run:
+                echo(f"dry run: {head}")
+                _print_plan(echo, to_run, done, skipped, store)
+                if adaptive:
+                    echo("optuna searches plan their next trials from these results: the run plans again after them")
+                return 0
+            store.write_plan(cells, str(suite.path), suite.sha256, suite.description, suite.profile)
+            _settle_skipped(store, skipped, suite.sha256)
+            echo(head if not rounds else f"optuna searches, round {len(rounds) + 1}: {len(to_run)} new cells to run")
+            gpus = any(d.kind == "cuda" for d in devices)
+            demands = estimate_demands(to_run, host, store.records(), memory=gpus) if to_run else {}
+            run = SuiteRun(
+                cells=to_run,
+                store=store,
+                devices=devices,
+                suite_path=suite.path,
+                suite_sha256=suite.sha256,
+                jobs=options.jobs,
+                timeout_s=options.timeout_s,
+                save_artifacts=options.save_artifacts,
+                rerun=options.rerun,
+                worker_argv=worker_argv,
+                progress=Progress(len(to_run)),
+                started_wall=started_wall,
+                max_cells_per_gpu=suite.max_cells_per_gpu,
+                demands=demands,
+            )
+            rounds.append(run)
+            if to_run:
+                run.clock_start = time.monotonic()
+                with _sigterm_as_interrupt():
+                    try:
+                        executor.execute(run)
+                    finally:
+                        run.progress.close()
+                        written = _write_makespan(run)
+            ran |= running_keys
+            if not (adaptive and to_run):
+                break
+            replanned = plan(suite, host, store)  # an Optuna search asks its next trials from the new records
+            if [c.key for c in replanned] == [c.key for c in cells]:
+                break
+            cells = replanned
     except KeyboardInterrupt as exc:
-        finished = len(run.records) if run else 0
+        finished = sum(len(r.records) for r in rounds)
         stopped = len(run.in_flight) if run else 0
         echo(
             f"interrupted: {finished} cell(s) finished and recorded; {stopped} stopped in flight will run again "
@@ -244,10 +260,13 @@ def run_suite(
         return 128 + exc.signum if isinstance(exc, Terminated) else 130
     if written is not None:
         echo(makespan_line(*written))
-    parts = [f"{run.ok} ok", f"{run.failed} failed", f"{len(skipped)} skipped", f"{len(done)} already done"]
-    if run.elsewhere:
-        parts.append(f"{len(run.elsewhere)} left to another run")
+    ok, failed = sum(r.ok for r in rounds), sum(r.failed for r in rounds)
+    elsewhere = sum(len(r.elsewhere) for r in rounds)
+    parts = [f"{ok} ok", f"{failed} failed", f"{len(skipped)} skipped", f"{done_before} already done"]
+    if elsewhere:
+        parts.append(f"{elsewhere} left to another run")
     echo(f"suite {suite.name}: {', '.join(parts)} in {format_duration(time.monotonic() - started)}; records in {store.root}")
-    if run.failed:
+    if failed:
         echo(f"failed cells keep their logs: {store.root / 'cells'}/<cell>/{LOG}; they run again on the next run")
-    return 1 if run.failed else 0
+    return 1 if failed else 0
+
