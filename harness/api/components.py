@@ -70,12 +70,15 @@ class CellContext:
     :param device: ``"cpu"`` or ``"cuda"``; with CUDA the worker sees exactly its pinned GPU(s).
     :param out_dir: the cell's own folder, for predictions and artefacts.
     :param progress: call with ``(phase, done, total)`` to update the progress display.
+    :param load_options: keyword arguments the cell's strategy asks the model source to load the model with
+        (:meth:`Strategy.load_options`, e.g. ``quantization_config``); empty for most strategies.
     """
 
     cell: Cell
     device: str
     out_dir: Path
     progress: Callable[[str, int, int], None] = field(default=lambda phase, done, total: None)
+    load_options: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def seed(self) -> int:
@@ -234,6 +237,13 @@ class Strategy(Component):
         Each variant's name is the suite's strategy name, ``@`` and its suffix (no ``@`` for an empty suffix)."""
         return [("", dict(options))]
 
+    def load_options(self, run: TaskRun, options: Mapping[str, Any], ctx: CellContext) -> Mapping[str, Any]:
+        """Keyword arguments the model must be loaded with for this strategy (``from_pretrained``'s, e.g.
+        ``quantization_config`` for a 4-bit base), called in the worker after ``Task.setup`` and before
+        ``ModelSource.open``, which finds them as ``ctx.load_options``. A model source that cannot honour them
+        (:attr:`ModelSource.takes_load_options` false) fails the cell. Default: none."""
+        return {}
+
     @abc.abstractmethod
     def apply(self, model: Any, run: TaskRun, options: Mapping[str, Any], ctx: CellContext) -> Any:
         """Prepare ``model`` for training (freeze, wrap in adapters, ...) and return the model to train."""
@@ -287,6 +297,9 @@ class ModelSource(Component):
     """Where model weights come from (the hub, a local folder, a random tiny model)."""
 
     kind: ClassVar[str] = "model source"
+    #: Whether :meth:`open` passes ``ctx.load_options`` (a strategy's :meth:`Strategy.load_options`) to the model's
+    #: loading; a cell whose strategy asks for load options from a source without it fails with one line.
+    takes_load_options: ClassVar[bool] = False
 
     @abc.abstractmethod
     def family(self, options: Mapping[str, Any], ctx: CheckContext) -> str:

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from harness.api.cells import Cell
-from harness.api.components import CellContext, TaskRun
+from harness.api.components import CellContext, ModelSource, TaskRun
+from harness.errors import HarnessError
 from harness.results.records import Compute, Evaluation, Memory, Params, Record, Runtime, Timing, Training, cell_record
 from harness.results.store import ARTIFACT, LOG, PREDICTIONS, STEPS, VALIDATION_PREDICTIONS, now
 from harness.worker import compute
@@ -160,7 +161,7 @@ def count_params(model: Any, head_prefixes: Sequence[str]) -> Params:
     for name, param in model.named_parameters():
         if PEFT_HEAD_ORIGINAL in name:
             continue
-        n = param.numel()
+        n = compute.logical_numel(param)  # a 4-bit weight (QLoRA's base) counts as the weights it packs
         total += n
         if param.requires_grad:
             trainable += n
@@ -217,6 +218,18 @@ def _evaluate_validation(
     state.validation_predictions = VALIDATION_PREDICTIONS
 
 
+def with_load_options(ctx: CellContext, options: Mapping[str, Any], source: ModelSource) -> CellContext:
+    """``ctx`` carrying the strategy's load options for ``source`` (:meth:`Strategy.load_options`); a source that
+    cannot honour them fails the cell rather than load a model the strategy does not expect."""
+    options = dict(options)
+    if options and not source.takes_load_options:
+        raise HarnessError(
+            f"strategy {ctx.cell.strategy!r} loads the model with {', '.join(sorted(options))}, which model source "
+            f"{source.name!r} cannot pass on (it does not take load options; the built-in hub, local, tiny and gguf sources do)"
+        )
+    return replace(ctx, load_options=options)
+
+
 def run_cell(
     cell: Cell,
     host: PluginHost,
@@ -264,6 +277,7 @@ def run_cell(
     run: TaskRun = task.setup(cell.task_options, ctx)
     state.primary_metric = run.primary_metric or None
     state.metric_info = {str(k): str(v) for k, v in run.metadata.items()}
+    ctx = with_load_options(ctx, strategy.load_options(run, cell.strategy_options, ctx), source)
     loaded = source.open(cell.model_options, ctx)
     model = strategy.apply(runtime.built(run.build_model(loaded)), run, cell.strategy_options, ctx)
     runtime.prepare(model).to(device)
