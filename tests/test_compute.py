@@ -148,3 +148,21 @@ def test_the_matmul_dtype_is_the_frozen_weights_not_the_adapters():
     model = torch.nn.Sequential(torch.nn.Linear(64, 64).to(torch.bfloat16), torch.nn.Linear(64, 2))  # fp32 "adapter"
     assert compute.matmul_dtype(model) == "torch.bfloat16"
     assert compute.peak_flops("NVIDIA H100 80GB HBM3", compute.matmul_dtype(model)) == pytest.approx(989.4e12)
+
+
+def test_four_bit_weights_count_as_the_weights_they_pack():
+    """bitsandbytes' Params4bit stores two 4-bit weights per byte: a 64x32 layer holds 1,024 uint8 values."""
+    import torch
+
+    from harness.worker.cell import count_params
+    from harness.worker.compute import logical_numel, matmul_parameters
+
+    class Params4bit(torch.nn.Parameter):  # the name is what identifies bitsandbytes' class
+        pass
+
+    layer = torch.nn.Linear(32, 64, bias=False)
+    layer.weight = Params4bit(torch.zeros(1024, 1, dtype=torch.uint8), requires_grad=False)
+    assert logical_numel(layer.weight) == 2048 and logical_numel(torch.nn.Parameter(torch.zeros(3, 4))) == 12
+    model = torch.nn.Sequential(layer, torch.nn.Linear(64, 2))
+    assert matmul_parameters(model) == (2048 + 128, 130)
+    assert count_params(model, ()).total == 2048 + 130

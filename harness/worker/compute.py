@@ -66,6 +66,16 @@ def peak_flops(device_name: str | None, dtype: str) -> float | None:
     return None
 
 
+def logical_numel(param: Any) -> int:
+    """The number of weights a parameter stands for: ``numel()``, except for bitsandbytes' 4-bit ``Params4bit``,
+    which packs two weights into each byte of its storage (``quant_storage``), as peft counts them."""
+    n = int(param.numel())
+    if type(param).__name__ == "Params4bit":
+        itemsize = getattr(getattr(param, "quant_storage", None), "itemsize", None) or param.element_size()
+        n *= 2 * int(itemsize)
+    return n
+
+
 def matmul_parameters(model: Any) -> tuple[int, int]:
     """(N, N_trainable) of :func:`training_flops` for a torch model: the weights of its ``Linear`` and ``Conv1D``
     layers, and the trainable weights among them plus every other trainable parameter."""
@@ -80,8 +90,8 @@ def matmul_parameters(model: Any) -> tuple[int, int]:
         if weight is None or id(weight) in seen:
             continue
         seen.add(id(weight))
-        total += weight.numel()
-        trainable += weight.numel() if weight.requires_grad else 0
+        total += logical_numel(weight)
+        trainable += logical_numel(weight) if weight.requires_grad else 0
     for parameter in model.parameters():
         if parameter.requires_grad and id(parameter) not in seen:
             trainable += parameter.numel()
