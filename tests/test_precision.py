@@ -224,11 +224,18 @@ def test_the_attention_implementation_is_built_and_recorded(tmp_path, requested,
     assert record.runtime.attention == ran
 
 
-def test_a_model_built_without_the_request_is_switched():
+def test_a_model_built_without_the_request_is_switched_or_refused():
+    import transformers
+
     model = rt.tiny_bert(0)  # the toy source builds without attn_implementation
     assert attention_of(model) == "sdpa"
-    ModelRuntime.for_cell(Budget(attention="eager"), "cpu").built(model)
-    assert attention_of(model) == "eager"
+    runtime = ModelRuntime.for_cell(Budget(attention="eager"), "cpu")
+    if int(transformers.__version__.split(".")[0]) >= 5:
+        runtime.built(model)
+        assert attention_of(model) == "eager"
+    else:  # transformers 4.57's BERT cannot switch once built: one clear line, never a silent sdpa
+        with pytest.raises(HarnessError, match="cannot switch its attention after it is built"):
+            runtime.built(model)
 
 
 def test_flash_attention_on_cpu_fails_the_cell_with_one_line(tmp_path):

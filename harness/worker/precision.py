@@ -205,6 +205,10 @@ class ModelRuntime:
             setter(wanted)
         except (ValueError, ImportError) as exc:
             raise HarnessError(f"budget.attention = {wanted!r}: {first_line(exc)}") from None
+        if attention_of(model) != wanted:  # older transformers log a warning and keep what was built
+            raise HarnessError(f"budget.attention = {wanted!r}: {type(model).__name__} cannot switch its attention "
+                               f"after it is built (it kept {attention_of(model)!r}); its model source must build it "
+                               "with attn_implementation")  # fmt: skip
         return model
 
     def prepare(self, model: Any, log: Log = log_to_stderr) -> Any:
