@@ -285,3 +285,21 @@ def test_a_real_cell_trains_evaluates_and_counts(tmp_path, data, method, table, 
     assert record.params.head == head and record.params.trainable == expected + head
     extra = 2 * 16 * 32 if method == "vera" else 0  # VeRA saves its shared projections
     assert record.params.stored_bytes == 4 * (expected + head + extra)
+
+
+def test_the_method_catalogue_is_cached_and_a_broken_cache_is_read_again(tmp_path, monkeypatch):
+    monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path))
+    installed_methods.cache_clear()
+    try:
+        fresh = installed_methods()
+        (cached,) = (tmp_path / "peft-methods").glob("*.json")
+        installed_methods.cache_clear()
+        monkeypatch.setattr(peft_methods, "_read_methods", lambda root: pytest.fail("read peft again"))
+        assert installed_methods() == fresh and "vera" in fresh
+        cached.write_text("{not json", encoding="utf-8")
+        installed_methods.cache_clear()
+        monkeypatch.undo()
+        monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path))
+        assert installed_methods() == fresh
+    finally:
+        installed_methods.cache_clear()
